@@ -1,0 +1,46 @@
+"""saikei.core: the data model (Struct, selectors, named axes, variables, shape checks)."""
+
+from saikei.core import named_axes as named_axes
+from saikei.core import shapecheck as shapecheck
+from saikei.core._auto_order import AutoOrderedAcrossTypes as AutoOrderedAcrossTypes
+from saikei.core._partitioning import NotInThisPartition as NotInThisPartition
+from saikei.core._partitioning import combine as combine
+from saikei.core._random_stream import RandomStream as RandomStream
+from saikei.core._selectors import Selection as Selection
+from saikei.core._selectors import SelectionHole as SelectionHole
+from saikei.core._selectors import SelectionQuote as SelectionQuote
+from saikei.core._selectors import select as select
+from saikei.core._struct import PyTreeDataclassSafetyError as PyTreeDataclassSafetyError
+from saikei.core._struct import Struct as Struct
+from saikei.core._struct import StructStaticMetadata as StructStaticMetadata
+from saikei.core._struct import is_pytree_dataclass_type as is_pytree_dataclass_type
+from saikei.core._struct import is_pytree_node_field as is_pytree_node_field
+from saikei.core._struct import pytree_dataclass as pytree_dataclass
+from saikei.core._tree_util import CustomGetAttrKey as CustomGetAttrKey
+from saikei.core._tree_util import pretty_keystr as pretty_keystr
+from saikei.core._tree_util import slice as slice  # noqa: A004
+from saikei.core._tree_util import tree_flatten_exactly_one_level as tree_flatten_exactly_one_level
+from saikei.core._variables import AbstractVariable as AbstractVariable
+from saikei.core._variables import AbstractVariableSlot as AbstractVariableSlot
+from saikei.core._variables import AbstractVariableValue as AbstractVariableValue
+from saikei.core._variables import AutoStateVarLabel as AutoStateVarLabel
+from saikei.core._variables import LabeledVariable as LabeledVariable
+from saikei.core._variables import Parameter as Parameter
+from saikei.core._variables import ParameterSlot as ParameterSlot
+from saikei.core._variables import ParameterValue as ParameterValue
+from saikei.core._variables import ScopedStateVarLabel as ScopedStateVarLabel
+from saikei.core._variables import StateVariable as StateVariable
+from saikei.core._variables import StateVariableSlot as StateVariableSlot
+from saikei.core._variables import StateVariableValue as StateVariableValue
+from saikei.core._variables import UnboundVariableError as UnboundVariableError
+from saikei.core._variables import VariableConflictError as VariableConflictError
+from saikei.core._variables import VariableLabel as VariableLabel
+from saikei.core._variables import bind_variables as bind_variables
+from saikei.core._variables import freeze_params as freeze_params
+from saikei.core._variables import freeze_state_vars as freeze_state_vars
+from saikei.core._variables import freeze_variables as freeze_variables
+from saikei.core._variables import scoped_auto_state_var_labels as scoped_auto_state_var_labels
+from saikei.core._variables import unbind_params as unbind_params
+from saikei.core._variables import unbind_state_vars as unbind_state_vars
+from saikei.core._variables import unbind_variables as unbind_variables
+from saikei.core._variables import variable_jit as variable_jit

@@ -1,0 +1,1 @@
+"""PLACEHOLDER: named axes (sk.nx)."""
