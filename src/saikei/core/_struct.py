@@ -40,6 +40,7 @@ class _DataclassInfo:
     has_implicitly_inherited_fields: bool
     child_getter: Callable[[Any], tuple[Any, ...]]
     static_getter: Callable[[Any], tuple[Any, ...]]
+    default_keys: tuple[jax.tree_util.GetAttrKey, ...]
 
 
 def is_pytree_node_field(field: dataclasses.Field) -> bool:
@@ -251,7 +252,7 @@ def _make_pytree_dataclass(
     order: bool,
     kw_only: bool,
 ) -> type[T]:
-    name = cls.__qualname__
+    name = cls.__name__
     if not isinstance(cls, type):
         raise TypeError(f"@pytree_dataclass decorates classes, got {cls!r}.")
     if _INFO_ATTR in cls.__dict__:
@@ -269,7 +270,7 @@ def _make_pytree_dataclass(
         if parent is not None:
             raise PyTreeDataclassSafetyError(
                 f"{name} would replace the hand-written __init__ of its parent"
-                f" {parent.__qualname__} with a generated one. Pass"
+                f" {parent.__name__} with a generated one. Pass"
                 " `overwrite_parent_init=True` if that is what you want, or"
                 " `init=False` to keep the parent's __init__."
             )
@@ -317,6 +318,7 @@ def _make_pytree_dataclass(
         has_implicitly_inherited_fields=has_implicitly_inherited_fields,
         child_getter=_tuple_getter(child_names),
         static_getter=_tuple_getter(static_names),
+        default_keys=tuple(jax.tree_util.GetAttrKey(n) for n in child_names),
     )
     setattr(data_cls, _INFO_ATTR, info)
     data_cls.__setattr__ = _frozen_setattr  # type: ignore[method-assign]
@@ -350,7 +352,7 @@ def _dataclass_info(cls: type) -> _DataclassInfo:
         return cls.__dict__[_INFO_ATTR]
     except KeyError:
         raise TypeError(
-            f"{cls.__qualname__} is not a pytree_dataclass; decorate it with @sk.pytree_dataclass."
+            f"{cls.__name__} is not a pytree_dataclass; decorate it with @sk.pytree_dataclass."
         ) from None
 
 
@@ -360,7 +362,7 @@ class _StructMeta(abc.ABCMeta):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if _INFO_ATTR not in cls.__dict__:
             raise TypeError(
-                f"Cannot instantiate {cls.__qualname__}: it is an abstract Struct"
+                f"Cannot instantiate {cls.__name__}: it is an abstract Struct"
                 " subclass. Decorate concrete subclasses with @sk.pytree_dataclass."
             )
         return super().__call__(*args, **kwargs)
@@ -412,7 +414,7 @@ class Struct(metaclass=_StructMeta):
             if given - expected:
                 problems.append(f"unexpected {sorted(given - expected)}")
             raise ValueError(
-                f"{cls.__qualname__}.from_attributes needs exactly the fields"
+                f"{cls.__name__}.from_attributes needs exactly the fields"
                 f" {sorted(expected)}; {' and '.join(problems)}."
             )
         obj = object.__new__(cls)
