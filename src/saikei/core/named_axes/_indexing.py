@@ -1,0 +1,624 @@
+"""Indexing NamedArrays: positional indices, indices by name, and `.at[...]` updates."""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saikei.core.named_axes import _named_array as _na
+from saikei.core.named_axes import _nmap
+
+
+def _bound(value: Any, what: str) -> Any:
+    if value is None or type(value) is int:
+        return value
+    if isinstance(value, jax.core.Tracer):
+        raise IndexError(
+            f"{what}: slice bound {value} is a traced value. Slices of NamedArrays need"
+            " concrete bounds because they fix the size of the result. Use a concrete"
+            " integer, `jax.lax.dynamic_slice_in_dim` inside `nx.nmap`, or index with an"
+            " integer array."
+        )
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise IndexError(
+            f"{what}: slice bounds must be integers or None, got {value!r}"
+            f" ({type(value).__name__})."
+        ) from None
+
+
+def _normalize(component: Any, what: str) -> Any:
+    if isinstance(component, slice):
+        if component.start is None and component.stop is None and component.step is None:
+            return component
+        return slice(
+            _bound(component.start, what),
+            _bound(component.stop, what),
+            _bound(component.step, what),
+        )
+    if isinstance(component, list):
+        return np.asarray(component)
+    return component
+
+
+def _index_shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, _na.NamedArray):
+        return value.positional_shape
+    return tuple(np.shape(value))
+
+
+def _consumed_dims(component: Any) -> int:
+    if component is None or component is Ellipsis:
+        return 0
+    dtype = getattr(component, "dtype", None)
+    if isinstance(component, bool) or (dtype is not None and dtype == np.bool_):
+        return int(np.ndim(component))
+    return 1
+
+
+def _static_index(data: Any, comps: Sequence[Any]) -> Any:
+    """Indexes leading data dims with ints, slices and None using `lax.slice` and
+    `lax.reshape` (much faster than `jnp` indexing for eager calls).
+
+    Returns None when `comps` holds anything else (arrays, negative steps).
+    """
+    shape = tuple(data.shape)
+    starts: list[int] = []
+    limits: list[int] = []
+    strides: list[int] = []
+    out_shape: list[int] = []
+    sliced = False
+    dim = 0
+    for comp in comps:
+        if comp is None:
+            out_shape.append(1)
+            continue
+        if dim >= len(shape):
+            return None
+        size = shape[dim]
+        if type(comp) is int or isinstance(comp, np.integer):
+            i = int(comp)
+            if not -size <= i < size:
+                raise IndexError(
+                    f"index {i} is out of bounds for an axis of size {size} (data shape {shape})."
+                )
+            i = i + size if i < 0 else i
+            starts.append(i)
+            limits.append(i + 1)
+            strides.append(1)
+            sliced = True
+        elif isinstance(comp, slice):
+            start, stop, step = comp.indices(size)
+            if step < 0:
+                return None
+            length = len(range(start, stop, step))
+            limit = start + (length - 1) * step + 1 if length else start
+            starts.append(start)
+            limits.append(limit)
+            strides.append(step)
+            out_shape.append(length)
+            sliced = sliced or (start, limit, step) != (0, size, 1)
+        else:
+            return None
+        dim += 1
+    rest = shape[dim:]
+    if sliced:
+        starts.extend([0] * len(rest))
+        limits.extend(rest)
+        strides.extend([1] * len(rest))
+        use_strides = strides if any(s != 1 for s in strides) else None
+        data = jax.lax.slice(data, starts, limits, use_strides)
+    out_shape.extend(rest)
+    if tuple(out_shape) != tuple(data.shape):
+        data = jax.lax.reshape(data, tuple(out_shape))
+    return data
+
+
+def _take(data: Any, index: Any, axis: int, what: str) -> Any:
+    """`jnp` getitem semantics (negative indices wrap, others clamp) via `jnp.take`."""
+    dtype = getattr(index, "dtype", None)
+    if dtype is None or not np.issubdtype(dtype, np.integer):
+        raise IndexError(f"{what}: index arrays must have an integer dtype, got {dtype}.")
+    size = data.shape[axis]
+    if isinstance(index, np.ndarray):
+        index = np.where(index < 0, index + size, index)
+    else:
+        index = jnp.where(index < 0, index + size, index)
+    return jnp.take(data, index, axis=axis, mode="clip")
+
+
+def _positional_getitem(arr: _na.NamedArray, comps: tuple[Any, ...]) -> _na.NamedArray:
+    if any(isinstance(c, _na.NamedArray) for c in comps):
+        return _nmapped(arr, comps, "getitem", None, {})
+    npos = len(arr.positional_shape)
+    consumed = sum(_consumed_dims(c) for c in comps)
+    if consumed > npos:
+        raise IndexError(
+            f"Too many positional indices: {comps} indexes {consumed} axes but the array"
+            f" has positional_shape {arr.positional_shape} (named_shape"
+            f" {arr.named_shape}). Index named axes by name, e.g. `x[{{'name': 0}}]`."
+        )
+    if any(c is Ellipsis for c in comps):
+        at = next(i for i, c in enumerate(comps) if c is Ellipsis)
+        fill = (slice(None),) * (npos - consumed)
+        comps = comps[:at] + fill + comps[at + 1 :]
+    arr = arr.with_positional_prefix()
+    data = _static_index(arr.data_array, comps)
+    if data is None:
+        data = _single_array_index(arr.data_array, comps)
+    if data is None:
+        data = arr.data_array[comps]
+    return _na._new(data, arr.axis_names)
+
+
+def _single_array_index(data: Any, comps: tuple[Any, ...]) -> Any:
+    """One integer index array among slices and None: a `jnp.take` (fast path).
+
+    With integers present as well, numpy's placement rules for advanced
+    indices apply, so those cases are left to jnp indexing (None returned).
+    """
+    arrays = [i for i, c in enumerate(comps) if isinstance(c, jax.Array | np.ndarray)]
+    if len(arrays) != 1 or any(_is_int(c) for c in comps):
+        return None
+    (at,) = arrays
+    index = comps[at]
+    if not np.issubdtype(index.dtype, np.integer):
+        return None
+    data = _static_index(data, (*comps[:at], slice(None), *comps[at + 1 :]))
+    if data is None:
+        return None
+    return _take(data, index, at, "NamedArray[...]")
+
+
+def _nmapped(
+    arr: _na.NamedArray,
+    comps: tuple[Any, ...],
+    method: str,
+    values: Any,
+    kwargs: dict[str, Any],
+) -> _na.NamedArray:
+    """Applies a positional index or update slice by slice over all names."""
+    slots = [i for i, c in enumerate(comps) if isinstance(c, _na.NamedArray)]
+    named_comps = [comps[i] for i in slots]
+
+    def rebuild(index_values: tuple[Any, ...]) -> tuple[Any, ...]:
+        full = list(comps)
+        for i, value in zip(slots, index_values):
+            full[i] = value
+        return tuple(full)
+
+    if method == "getitem":
+
+        def fn(x: Any, *index_values: Any) -> Any:
+            return x[rebuild(index_values)]
+
+        return _nmap.nmap(fn)(arr, *named_comps)
+    if method == "get":
+
+        def fn(x: Any, *index_values: Any) -> Any:
+            return x.at[rebuild(index_values)].get(**kwargs)
+
+        return _nmap.nmap(fn)(arr, *named_comps)
+
+    def update(x: Any, value: Any, *index_values: Any) -> Any:
+        return getattr(x.at[rebuild(index_values)], method)(value, **kwargs)
+
+    return _nmap.nmap(update)(arr, values, *named_comps)
+
+
+class _DictIndex:
+    """A dict index split into advanced (int / array), slice and new-axis entries."""
+
+    def __init__(self, arr: _na.NamedArray, index: Mapping[Any, Any], what: str) -> None:
+        named = arr.named_shape
+        self.advanced: list[tuple[Any, Any]] = []
+        self.slices: list[tuple[Any, slice]] = []
+        self.new: list[Any] = []
+        missing = []
+        for name, value in index.items():
+            if value is None:
+                if name in named:
+                    raise ValueError(
+                        f"{what}: a None entry adds a new axis, but {name!r} already exists"
+                        f" (named_shape {named})."
+                    )
+                _na._check_name(name, what)
+                self.new.append(name)
+                continue
+            if name not in named:
+                missing.append(name)
+                continue
+            value = _normalize(value, what)
+            if isinstance(value, slice):
+                self.slices.append((name, value))
+            else:
+                dtype = getattr(value, "dtype", None)
+                if isinstance(value, bool) or (dtype is not None and dtype == np.bool_):
+                    raise IndexError(
+                        f"{what}: boolean index for axis {name!r}; indices by name must be"
+                        " integers, integer arrays, slices or None. Use `jnp.nonzero` or"
+                        " `nx.nmap(jnp.where)` for masks."
+                    )
+                self.advanced.append((name, value))
+        if missing:
+            raise ValueError(
+                f"{what}: axis names {missing} are not present in the array (named_shape"
+                f" {named}, positional_shape {arr.positional_shape})."
+            )
+        self.has_named = any(isinstance(v, _na.NamedArray) for _, v in self.advanced)
+
+    def names(self) -> list[Any]:
+        return [n for n, _ in self.advanced] + [n for n, _ in self.slices]
+
+    def comps(self) -> tuple[Any, ...]:
+        return tuple(v for _, v in self.advanced) + tuple(v for _, v in self.slices)
+
+    def broadcast_rank(self) -> int:
+        return len(np.broadcast_shapes(*(_index_shape(v) for _, v in self.advanced)))
+
+
+def _add_new_axes(arr: _na.NamedArray, new: list[Any]) -> _na.NamedArray:
+    if not new:
+        return arr
+    data = arr.data_array
+    data = jax.lax.reshape(data, tuple(data.shape) + (1,) * len(new))
+    return _na._new(data, _na._strip_leading_none(arr._full_names() + tuple(new)))
+
+
+def _direct_dict_getitem(arr: _na.NamedArray, spec: _DictIndex) -> _na.NamedArray:
+    """Indexes the data in place, without moving axes first."""
+    full = arr._full_names()
+    dim_of = {n: d for d, n in enumerate(full) if n is not None}
+    arrays = [(dim_of[n], v) for n, v in spec.advanced if not _is_int(v)]
+    index: list[Any] = [slice(None)] * len(full)
+    for name, value in spec.slices + spec.advanced:
+        if _is_int(value) or isinstance(value, slice):
+            index[dim_of[name]] = value
+    int_dims = {dim_of[n] for n, v in spec.advanced if _is_int(v)}
+    what = "NamedArray[{...}]"
+    if len(arrays) > 1:
+        return _fancy_dict_getitem(arr, spec, full, dim_of)
+    data = _static_index(arr.data_array, index + [None] * len(spec.new))
+    if data is None:
+        return _fancy_dict_getitem(arr, spec, full, dim_of)
+    new_full = [n for d, n in enumerate(full) if d not in int_dims] + spec.new
+    if arrays:
+        ((dim, value),) = arrays
+        at = dim - sum(1 for d in int_dims if d < dim)
+        data = _take(data, value, at, what)
+        rank = np.ndim(value)
+        new_full[at : at + 1] = [None] * rank
+        if any(n is None for n in new_full[:at]):
+            data, new_full = _move_to_front(data, new_full, at, rank)
+    return _na._new(data, _na._strip_leading_none(new_full))
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int or isinstance(value, np.integer)
+
+
+def _move_to_front(data: Any, full: list[Any], at: int, rank: int) -> tuple[Any, list[Any]]:
+    # New positional axes come before the existing ones (as with untag_prefix).
+    block = list(range(at, at + rank))
+    perm = block + [i for i in range(len(full)) if i not in block]
+    return jax.lax.transpose(data, perm), [full[p] for p in perm]
+
+
+def _fancy_dict_getitem(
+    arr: _na.NamedArray, spec: _DictIndex, full: tuple[Any, ...], dim_of: dict[Any, int]
+) -> _na.NamedArray:
+    """Several index arrays at once: jnp indexing, following numpy's placement rules."""
+    index: list[Any] = [slice(None)] * len(full)
+    for name, value in spec.slices + spec.advanced:
+        index[dim_of[name]] = value
+    adv_dims = sorted(dim_of[n] for n, _ in spec.advanced)
+    has_array = any(not _is_int(v) for _, v in spec.advanced)
+    data = arr.data_array[tuple(index)]
+    rest = [n for d, n in enumerate(full) if d not in adv_dims]
+    if not has_array:
+        return _add_new_axes(_na._new(data, _na._strip_leading_none(rest)), spec.new)
+    rank = spec.broadcast_rank()
+    contiguous = adv_dims == list(range(adv_dims[0], adv_dims[-1] + 1))
+    # numpy puts the broadcast index axes where the indexed axes were if they
+    # were adjacent, and in front otherwise.
+    at = sum(1 for d in range(adv_dims[0]) if d not in adv_dims) if contiguous else 0
+    new_full = rest[:at] + [None] * rank + rest[at:]
+    if any(n is None for n in rest[:at]):
+        data, new_full = _move_to_front(data, new_full, at, rank)
+    return _add_new_axes(_na._new(data, _na._strip_leading_none(new_full)), spec.new)
+
+
+def _dict_getitem(
+    arr: _na.NamedArray, index: Mapping[Any, Any], kwargs: dict[str, Any] | None = None
+) -> _na.NamedArray:
+    spec = _DictIndex(arr, index, "NamedArray[{...}]")
+    if not spec.has_named and kwargs is None:
+        return _direct_dict_getitem(arr, spec)
+    names = spec.names()
+    base = arr.untag_prefix(*names)
+    if kwargs is None:
+        result = _positional_getitem(base, spec.comps())
+    else:
+        result = _nmapped(base, spec.comps(), "get", None, kwargs)
+    rank = spec.broadcast_rank()
+    slice_names = [n for n, _ in spec.slices]
+    result = result._tag_positional(range(rank, rank + len(slice_names)), slice_names)
+    return _add_new_axes(result, spec.new)
+
+
+def _components(index: Any, what: str) -> tuple[Any, ...]:
+    comps = index if isinstance(index, tuple) else (index,)
+    return tuple(_normalize(c, what) for c in comps)
+
+
+def _has_named(index: Any) -> bool:
+    values = (
+        index.values()
+        if isinstance(index, Mapping)
+        else (index if isinstance(index, tuple) else (index,))
+    )
+    return any(isinstance(v, _na.NamedArray) for v in values)
+
+
+def getitem(arr: _na.NamedArray, index: Any) -> _na.NamedArray:
+    """`arr[index]`: positional numpy-style indexing, or indexing by name with a dict."""
+    if _has_named(index):
+        # Vectorized indices run through nmap; a cached jitted helper keeps
+        # that cheap for eager calls.
+        return _dispatch("getitem", arr, index, None, {})
+    return _eager_op("getitem", arr, index, None, {})
+
+
+def _eager_op(
+    op: str, arr: _na.NamedArray, index: Any, values: Any, kwargs: dict[str, Any]
+) -> _na.NamedArray:
+    if op == "getitem":
+        if isinstance(index, Mapping):
+            return _dict_getitem(arr, index)
+        return _positional_getitem(arr, _components(index, "NamedArray[...]"))
+    if op == "get":
+        if isinstance(index, Mapping):
+            return _dict_getitem(arr, index, kwargs)
+        return _nmapped(arr, _components(index, "NamedArray.at[...].get"), "get", None, kwargs)
+    return _update(arr, index, op, values, kwargs)
+
+
+class _Slice(NamedTuple):
+    start: int | None
+    stop: int | None
+    step: int | None
+
+
+class _Dynamic:
+    """Marks where an array index goes in a static index description."""
+
+
+_DYNAMIC = _Dynamic()
+
+
+def _split_index(
+    index: Any, what: str, named_shape: dict[Any, int]
+) -> tuple[Any, list[Any]] | None:
+    """Splits an index into a hashable static description and its arrays.
+
+    Integers become (0-d) arrays so that an eager loop over positions reuses
+    one compiled helper; they index exactly like the integers would. Returns
+    None when the index cannot be traced (boolean masks, unknown types).
+    """
+    if isinstance(index, Mapping):
+        kind, keys, values = "dict", tuple(index), list(index.values())
+    elif isinstance(index, tuple):
+        kind, keys, values = "tuple", None, list(index)
+    else:
+        kind, keys, values = "single", None, [index]
+    statics: list[Any] = []
+    dynamic: list[Any] = []
+    for i, value in enumerate(values):
+        value = _normalize(value, what)
+        if _is_int(value):
+            if kind == "dict" and keys[i] in named_shape:
+                size = named_shape[keys[i]]
+                if not -size <= value < size:
+                    raise IndexError(
+                        f"{what}: index {value} is out of bounds for axis {keys[i]!r} of"
+                        f" size {size}."
+                    )
+            value = np.asarray(value, dtype=np.int32)
+        if isinstance(value, _na.NamedArray | jax.Array | np.ndarray):
+            if getattr(value, "dtype", None) == np.bool_:
+                return None
+            statics.append(_DYNAMIC)
+            dynamic.append(value)
+        elif isinstance(value, slice):
+            statics.append(_Slice(value.start, value.stop, value.step))
+        elif value is None or value is Ellipsis:
+            statics.append(value)
+        else:
+            return None
+    return (kind, keys, tuple(statics)), dynamic
+
+
+def _join_index(static: tuple[Any, ...], dynamic: list[Any]) -> Any:
+    kind, keys, statics = static
+    arrays = iter(dynamic)
+    values = []
+    for item in statics:
+        if item is _DYNAMIC:
+            values.append(next(arrays))
+        elif type(item) is _Slice:
+            values.append(slice(*item))
+        else:
+            values.append(item)
+    if kind == "dict":
+        return dict(zip(keys, values))
+    return tuple(values) if kind == "tuple" else values[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jitted_op(
+    op: str,
+    static_index: tuple[Any, ...],
+    static_kwargs: tuple[tuple[str, Any], ...],
+    arr: _na.NamedArray,
+    values: Any,
+    dynamic: list[Any],
+) -> _na.NamedArray:
+    index = _join_index(static_index, dynamic)
+    return _eager_op(op, arr, index, values, dict(static_kwargs))
+
+
+def _dispatch(
+    op: str, arr: _na.NamedArray, index: Any, values: Any, kwargs: dict[str, Any]
+) -> _na.NamedArray:
+    """Runs an indexing operation through a jitted helper cached by index structure."""
+    split = _split_index(index, f"NamedArray.at[...].{op}", arr.named_shape)
+    static_kwargs = tuple(sorted(kwargs.items()))
+    try:
+        hash(static_kwargs)
+    except TypeError:
+        split = None
+    if isinstance(values, list):
+        values = np.asarray(values)
+    traceable = values is None or isinstance(
+        values, _na.NamedArray | jax.Array | np.ndarray | np.generic | bool | int | float | complex
+    )
+    if split is None or not traceable:
+        return _eager_op(op, arr, index, values, kwargs)
+    static, dynamic = split
+    return _jitted_op(op, static, static_kwargs, arr, values, dynamic)
+
+
+def _align_update_values(
+    values: Any,
+    arr: _na.NamedArray,
+    spec: _DictIndex,
+    what: str,
+) -> _na.NamedArray:
+    """Lays out update values like the base array's indexed positional slice."""
+    value = values if isinstance(values, _na.NamedArray) else _na.wrap(values)
+    named = arr.named_shape
+    b_shape = np.broadcast_shapes(*(_index_shape(v) for _, v in spec.advanced))
+    clash = [n for n, _ in spec.advanced if n in value.named_shape]
+    if clash:
+        raise ValueError(
+            f"{what}: the update values have named axes {clash}, which are indexed by"
+            " integers or arrays and so do not exist in the indexed result. Values"
+            f" named_shape {value.named_shape}."
+        )
+    slice_names = [n for n, _ in spec.slices]
+    sizes = {n: len(range(named[n])[s]) for n, s in spec.slices}
+    wrong = {n: value.named_shape[n] for n in slice_names if n in value.named_shape}
+    wrong = {n: s for n, s in wrong.items() if s != sizes[n]}
+    if wrong:
+        raise ValueError(
+            f"{what}: update values have axes {wrong} but the sliced sizes are"
+            f" { {n: sizes[n] for n in wrong} }."
+        )
+    target = tuple(b_shape) + arr.positional_shape
+    missing = {n: sizes[n] for n in slice_names if n not in value.named_shape}
+    value = value.broadcast_to(target, missing).with_positional_prefix()
+    positional = list(range(len(target)))
+    wanted = (
+        positional[: len(b_shape)] + value._dims_of(slice_names, what) + positional[len(b_shape) :]
+    )
+    return value._make_positional(wanted)
+
+
+def _update(
+    arr: _na.NamedArray, index: Any, method: str, values: Any, kwargs: dict[str, Any]
+) -> _na.NamedArray:
+    what = f"NamedArray.at[...].{method}"
+    if not isinstance(index, Mapping):
+        comps = index if isinstance(index, tuple) else (index,)
+        comps = tuple(_normalize(c, what) for c in comps)
+        return _nmapped(arr, comps, method, values, kwargs)
+    spec = _DictIndex(arr, index, what)
+    if spec.new:
+        raise ValueError(f"{what}: None entries (new axes) cannot be updated: {spec.new}.")
+    names = spec.names()
+    for name, value in spec.advanced:
+        if isinstance(value, _na.NamedArray) and name in value.named_shape:
+            raise ValueError(
+                f"{what}: the index for axis {name!r} is a NamedArray that itself has an"
+                f" axis {name!r}; rename the index's axis."
+            )
+    if method != "apply":
+        values = _align_update_values(values, arr, spec, what)
+    base = arr.untag_prefix(*names)
+    result = _nmapped(base, spec.comps(), method, values, kwargs)
+    return result.tag_prefix(*names)
+
+
+class IndexUpdateRef:
+    """The object returned by `arr.at[index]`; its methods return updated copies.
+
+    Indices work as in `arr[index]`: positional, or a dict by name. Values are
+    broadcast by name; positional values broadcast against the indexed part.
+
+    Example:
+      >>> from saikei import sk
+      >>> x = sk.nx.zeros({"a": 3})
+      >>> x.at[{"a": 1}].set(5.0).unwrap("a").tolist()
+      [0.0, 5.0, 0.0]
+    """
+
+    def __init__(self, array: _na.NamedArray, index: Any) -> None:
+        self._array = array
+        self._index = index
+
+    def get(self, **kwargs: Any) -> _na.NamedArray:
+        """Reads the indexed values (like `arr[index]`, with jax's `.get` options)."""
+        return _dispatch("get", self._array, self._index, None, kwargs)
+
+    def set(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Replaces the indexed values."""
+        return _dispatch("set", self._array, self._index, values, kwargs)
+
+    def apply(self, func: Callable[[Any], Any], **kwargs: Any) -> _na.NamedArray:
+        """Applies a unary elementwise function to the indexed values."""
+        return _update(self._array, self._index, "apply", func, kwargs)
+
+    def add(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Adds to the indexed values."""
+        return _dispatch("add", self._array, self._index, values, kwargs)
+
+    def multiply(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Multiplies the indexed values."""
+        return _dispatch("multiply", self._array, self._index, values, kwargs)
+
+    mul = multiply
+
+    def divide(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Divides the indexed values."""
+        return _dispatch("divide", self._array, self._index, values, kwargs)
+
+    div = divide
+
+    def power(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Raises the indexed values to a power."""
+        return _dispatch("power", self._array, self._index, values, kwargs)
+
+    def min(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Takes the elementwise minimum with the indexed values."""
+        return _dispatch("min", self._array, self._index, values, kwargs)
+
+    def max(self, values: Any, **kwargs: Any) -> _na.NamedArray:
+        """Takes the elementwise maximum with the indexed values."""
+        return _dispatch("max", self._array, self._index, values, kwargs)
+
+
+class IndexUpdateHelper:
+    """The `arr.at` property: `arr.at[index]` gives an `IndexUpdateRef`."""
+
+    def __init__(self, array: _na.NamedArray) -> None:
+        self._array = array
+
+    def __getitem__(self, index: Any) -> IndexUpdateRef:
+        return IndexUpdateRef(self._array, index)
