@@ -52,7 +52,7 @@ def test_structs_are_frozen_with_a_helpful_error():
         value: int
 
     box = Box(1)
-    with pytest.raises(dataclasses.FrozenInstanceError, match="'value'.*immutable"):
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"'value'.*immutable"):
         box.value = 2
     with pytest.raises(dataclasses.FrozenInstanceError):
         del box.value
@@ -210,7 +210,7 @@ def test_non_struct_class_is_refused():
     class Plain:
         a: int
 
-    with pytest.raises(sk.PyTreeDataclassSafetyError, match="sk.Struct"):
+    with pytest.raises(sk.PyTreeDataclassSafetyError, match=r"sk\.Struct"):
         sk.pytree_dataclass(Plain)
 
 

@@ -39,14 +39,14 @@ from saikei.core import freeze_state_vars as freeze_state_vars
 from saikei.core import freeze_variables as freeze_variables
 from saikei.core import is_pytree_dataclass_type as is_pytree_dataclass_type
 from saikei.core import is_pytree_node_field as is_pytree_node_field
+from saikei.core import named_axes as nx  # noqa: F401  (the sk.nx namespace)
 from saikei.core import pretty_keystr as pretty_keystr
 from saikei.core import pytree_dataclass as pytree_dataclass
 from saikei.core import scoped_auto_state_var_labels as scoped_auto_state_var_labels
 from saikei.core import select as select
+from saikei.core import shapecheck as chk  # noqa: F401  (the sk.chk namespace)
 from saikei.core import slice as slice  # noqa: A004
 from saikei.core import unbind_params as unbind_params
 from saikei.core import unbind_state_vars as unbind_state_vars
 from saikei.core import unbind_variables as unbind_variables
 from saikei.core import variable_jit as variable_jit
-from saikei.core import named_axes as nx
-from saikei.core import shapecheck as chk
