@@ -11,6 +11,7 @@ Example:
   {'features': 3}
 """
 
+from saikei import nn as nn
 from saikei.core import AbstractVariable as AbstractVariable
 from saikei.core import AbstractVariableSlot as AbstractVariableSlot
 from saikei.core import AbstractVariableValue as AbstractVariableValue

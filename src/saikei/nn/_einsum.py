@@ -1,0 +1,3 @@
+"""PLACEHOLDER: replaced by the module's real implementation this session."""
+
+NamedEinsum = None

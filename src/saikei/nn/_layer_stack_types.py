@@ -1,0 +1,28 @@
+"""How StateVariables behave inside a LayerStack (shared by attention and LayerStack)."""
+
+from __future__ import annotations
+
+import enum
+
+LAYERSTACK_AXES_METADATA_KEY = "layerstack_axes"
+"""StateVariable metadata key: a dict `{stack_axis_name: LayerStackVarBehavior}`."""
+
+
+class LayerStackVarBehavior(enum.Enum):
+    """What a StateVariable inside a LayerStack's prototype means per layer.
+
+    SHARED: one value seen and updated by every layer in turn (it is carried
+    through the scan). PER_LAYER: each layer has its own slice of the value
+    along the stack axis (e.g. a KV cache).
+
+    Put `{"layerstack_axes": {"blocks": LayerStackVarBehavior.PER_LAYER}}` in a
+    StateVariable's metadata to declare it.
+
+    Example:
+      >>> from saikei import sk
+      >>> sk.nn.LayerStackVarBehavior.PER_LAYER.name
+      'PER_LAYER'
+    """
+
+    SHARED = "shared"
+    PER_LAYER = "per_layer"
