@@ -174,6 +174,41 @@ def test_vmap_over_a_leading_positional_axis():
     np.testing.assert_allclose(as_numpy(result, [None, "a"]), values.sum(axis=2), rtol=1e-5)
 
 
+def test_vmap_over_a_named_leading_axis_raises_instead_of_relabelling():
+    # Regression: jax.vmap slicing a *named* leading data dimension used to leave
+    # a NamedArray whose names were silently shifted onto the wrong dimensions
+    # (here named_shape reported {'a': 3, ...} for the b axis).
+    arr = nx.wrap(jnp.asarray(sample((2, 3))), "a", "b")
+    for read in (
+        lambda x: x.named_shape,
+        lambda x: x.positional_shape,
+        lambda x: x.untag("b"),
+        lambda x: nx.nmap(jnp.sum)(x),
+        lambda x: x.canonicalize(),
+    ):
+        with pytest.raises(ValueError, match=r"untag_prefix\(name\)\.with_positional_prefix"):
+            jax.vmap(read)(arr)
+
+
+def test_vmap_over_an_interleaved_positional_axis_points_to_with_positional_prefix():
+    # Regression: the positional axis of ('a', None) is data dim 1, so vmap
+    # slices 'a' instead; this must be reported, not mislabelled.
+    values = sample((3, 4))
+    arr = nx.wrap(jnp.asarray(values), "a", "b").untag("b")
+    assert arr.axis_names == ("a", None)
+    with pytest.raises(ValueError, match=r"with_positional_prefix\(\)") as info:
+        jax.vmap(lambda x: x.untag("a").sum())(arr)
+    assert "('a', None)" in str(info.value)
+    result = jax.vmap(lambda x: x.untag("a").sum())(arr.with_positional_prefix())
+    np.testing.assert_allclose(as_numpy(result, [None]), values.sum(axis=0), rtol=1e-5)
+
+
+def test_check_valid_explains_rank_mismatch_from_transformations():
+    bad = nx.NamedArray.from_attributes(data_array=jnp.zeros(2), axis_names=("a", "b"))
+    with pytest.raises(ValueError, match=r"jax\.vmap"):
+        bad.check_valid()
+
+
 def test_namedarrays_are_unhashable_and_compare_elementwise():
     arr = nx.ones({"a": 2})
     with pytest.raises(TypeError):

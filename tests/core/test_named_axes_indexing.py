@@ -410,3 +410,17 @@ def test_at_with_a_boolean_mask_runs_eagerly():
     expected = VALUES.copy()
     expected[:, [0, 2]] = 0
     np.testing.assert_array_equal(as_numpy(out, ["a", None, "c"]), expected)
+
+
+def test_index_size_mismatch_names_the_indexing_operation():
+    # Regression: the error used to say `nmap(fn)` / `nmap(update)`.
+    arr = sk.nx.zeros({"a": 3, "b": 4})
+    index = sk.nx.wrap(np.array([0, 1]), "b")
+    with pytest.raises(ValueError, match=r"nmap\(NamedArray.__getitem__ \(args: array"):
+        arr[{"a": index}]
+    with pytest.raises(ValueError, match=r"nmap\(NamedArray.at\[\.\.\.\]\.get "):
+        arr.at[{"a": index}].get()
+    with pytest.raises(
+        ValueError, match=r"nmap\(NamedArray.at\[\.\.\.\]\.add \(args: array, values"
+    ):
+        arr.at[{"a": 0}].add(sk.nx.ones({"b": 5}))

@@ -298,6 +298,18 @@ def test_at_equal_to_rejects_array_templates():
         sk.select([1]).at_equal_to(np.array(1))
 
 
+def test_at_equal_to_rejects_named_array_templates():
+    # Regression: a NamedArray template used to select nothing, silently.
+    tree = {"x": sk.nx.ones({"a": 2}), "y": 1}
+    with pytest.raises(ValueError, match=r"array \(NamedArray\)"):
+        sk.select(tree).at_equal_to(sk.nx.ones({"a": 2}))
+
+
+def test_at_equal_to_never_compares_named_array_subtrees():
+    tree = {"x": sk.nx.wrap(1), "y": 1}
+    assert sk.select(tree).at_equal_to(1).get_keypaths() == ((DictKey("y"),),)
+
+
 def test_at_equal_to_reports_failed_comparisons():
     class Picky:
         def __eq__(self, other):

@@ -147,6 +147,27 @@ def test_inherited_fields_must_be_acknowledged():
     assert Child2(1, 2).attributes_dict() == {"a": 1, "b": 2}
 
 
+def test_field_mismatch_names_the_missing_or_misordered_fields():
+    @sk.pytree_dataclass
+    class Base(sk.Struct):
+        first: int
+
+    with pytest.raises(
+        sk.PyTreeDataclassSafetyError, match=r"\['first'\] inherited .* not declared"
+    ):
+
+        @sk.pytree_dataclass
+        class Child(Base):
+            second: int
+
+    with pytest.raises(sk.PyTreeDataclassSafetyError, match="different order"):
+
+        @sk.pytree_dataclass
+        class Reordered(Base):
+            second: int
+            first: int
+
+
 def test_flag_without_inherited_fields_is_refused():
     with pytest.raises(sk.PyTreeDataclassSafetyError, match="inherits no fields"):
 

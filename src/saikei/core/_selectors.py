@@ -43,6 +43,7 @@ from saikei.core._selection_search import (
 )
 from saikei.core._selectors_edit import SelectionEdits
 from saikei.core._struct import Struct, pytree_dataclass
+from saikei.core.named_axes._named_array import NamedArray
 
 __all__ = ["Selection", "SelectionHole", "SelectionQuote", "select"]
 
@@ -360,15 +361,17 @@ class Selection(SelectionEdits, Struct):
           >>> sk.select({"a": [1, 2, 3], "b": [1, 2, 3], "c": 1}).at_equal_to([1, 2, 3]).count()
           2
         """
-        if isinstance(template, jax.Array | np.ndarray):
+        # NamedArrays count as arrays: their `==` is elementwise too.
+        arrays = (jax.Array, np.ndarray, NamedArray)
+        if isinstance(template, arrays):
             raise ValueError(
-                "at_equal_to cannot look for an array: `==` on arrays compares"
-                " elementwise. Use .at_subtrees_where(lambda x: ...) with your own"
-                " comparison (e.g. np.array_equal) instead."
+                f"at_equal_to cannot look for an array ({type(template).__name__}): `==`"
+                " on arrays compares elementwise. Use .at_subtrees_where(lambda x: ...)"
+                " with your own comparison (e.g. np.array_equal) instead."
             )
 
         def match(x: Any) -> bool:
-            if isinstance(x, jax.Array | np.ndarray):
+            if isinstance(x, arrays):
                 return False
             try:
                 result = template == x

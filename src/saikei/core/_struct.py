@@ -302,11 +302,17 @@ def _make_pytree_dataclass(
                 f" the inherited fields in {inferred}."
             )
     elif inferred != own_fields:
+        missing = [f for f in inferred if f not in own_fields]
+        problem = (
+            f"field(s) {missing} inherited from parent dataclasses are not declared"
+            " in its class body"
+            if missing
+            else "its fields are declared in a different order than the dataclass order"
+        )
         raise PyTreeDataclassSafetyError(
-            f"{name}: the field annotations in the class body {own_fields} do not"
-            f" match its dataclass fields {inferred} (fields are inherited from"
-            " parent dataclasses). Either re-declare every field, in that"
-            " order, in the class body, or pass"
+            f"{name}: {problem}. The field annotations in the class body are"
+            f" {own_fields}, its dataclass fields are {inferred}. Either re-declare"
+            " every field, in that order, in the class body, or pass"
             " `@pytree_dataclass(has_implicitly_inherited_fields=True)`."
         )
 

@@ -199,17 +199,22 @@ def _nmapped(
         def fn(x: Any, *index_values: Any) -> Any:
             return x[rebuild(index_values)]
 
+        # Named so that a size mismatch between the array and a NamedArray
+        # index reads as an indexing error (args: array, then the indices).
+        fn.__name__ = "NamedArray.__getitem__ (args: array, NamedArray indices)"
         return _nmap.nmap(fn)(arr, *named_comps)
     if method == "get":
 
         def fn(x: Any, *index_values: Any) -> Any:
             return x.at[rebuild(index_values)].get(**kwargs)
 
+        fn.__name__ = "NamedArray.at[...].get (args: array, NamedArray indices)"
         return _nmap.nmap(fn)(arr, *named_comps)
 
     def update(x: Any, value: Any, *index_values: Any) -> Any:
         return getattr(x.at[rebuild(index_values)], method)(value, **kwargs)
 
+    update.__name__ = f"NamedArray.at[...].{method} (args: array, values, NamedArray indices)"
     return _nmap.nmap(update)(arr, values, *named_comps)
 
 

@@ -93,6 +93,22 @@ def _check_names(names: Sequence[Any], what: str, existing: Sequence[Any] = ()) 
         )
 
 
+def _rank_error(names: Sequence[AxisName | None], shape: Sequence[int]) -> ValueError:
+    """The error for a NamedArray with more axis names than data dimensions."""
+    return ValueError(
+        f"NamedArray has {len(names)} trailing axis names {tuple(names)} but its"
+        f" data_array has only {len(shape)} dimension(s) (shape {tuple(shape)}). This"
+        " happens when jax.vmap, jax.lax.scan or jax.lax.map slices off the leading"
+        " dimension of data_array while that dimension is a named axis (or when a"
+        " function mapped over the leaves, e.g. with jax.tree_util.tree_map or a"
+        " Selection, reduces data_array). These transformations map over the leading"
+        " data dimension, which is only right when it is a positional axis. Before"
+        " mapping, make the axis you want the leading one: `x.with_positional_prefix()`"
+        " for a positional axis, or `x.untag_prefix(name).with_positional_prefix()` for"
+        " the named axis `name`. To map over named axes, use sk.nx.nmap or sk.nx.scan."
+    )
+
+
 def _strip_leading_none(full: Sequence[AxisName | None]) -> tuple[AxisName | None, ...]:
     start = 0
     for name in full:
@@ -204,7 +220,10 @@ class NamedArray(ArrayMethods, Struct):
         names = self.axis_names
         if not names:
             return {}
-        shape = self.data_array.shape[-len(names) :]
+        shape = self.data_array.shape
+        if len(names) > len(shape):
+            raise _rank_error(names, shape)
+        shape = shape[-len(names) :]
         if None not in names:
             return dict(zip(names, shape))
         return {n: s for n, s in zip(names, shape) if n is not None}
@@ -222,6 +241,8 @@ class NamedArray(ArrayMethods, Struct):
         names = self.axis_names
         shape = tuple(self.data_array.shape)
         lead = len(shape) - len(names)
+        if lead < 0:
+            raise _rank_error(names, shape)
         if None not in names:
             return shape[:lead]
         return shape[:lead] + tuple(s for n, s in zip(names, shape[lead:]) if n is None)
@@ -239,7 +260,10 @@ class NamedArray(ArrayMethods, Struct):
 
     def _full_names(self) -> tuple[AxisName | None, ...]:
         names = self.axis_names
-        return (None,) * (self.data_array.ndim - len(names)) + names
+        lead = self.data_array.ndim - len(names)
+        if lead < 0:
+            raise _rank_error(names, self.data_array.shape)
+        return (None,) * lead + names
 
     def check_valid(self) -> None:
         """Raises a ValueError if this NamedArray is inconsistent.
@@ -263,10 +287,7 @@ class NamedArray(ArrayMethods, Struct):
         if not isinstance(names, tuple):
             raise ValueError(f"NamedArray.axis_names must be a tuple, got {names!r}.")
         if len(names) > len(data.shape):
-            raise ValueError(
-                f"NamedArray.axis_names {names} has {len(names)} entries but data_array"
-                f" has shape {tuple(data.shape)} ({len(data.shape)} dimensions)."
-            )
+            raise _rank_error(names, data.shape)
         _check_names([n for n in names if n is not None], "NamedArray.axis_names")
 
     # ------------------------------------------------------------ relabelling
@@ -329,6 +350,8 @@ class NamedArray(ArrayMethods, Struct):
             return self
         axis_names = self.axis_names
         if self.data_array.ndim != len(axis_names) or None in axis_names:
+            if self.data_array.ndim < len(axis_names):
+                raise _rank_error(axis_names, self.data_array.shape)
             raise ValueError(
                 f"untag{names}: the array already has positional axes (positional_shape"
                 f" {self.positional_shape}, named_shape {self.named_shape}). Name them"

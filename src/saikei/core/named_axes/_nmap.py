@@ -67,6 +67,8 @@ def _collect_names(keys: list[tuple[tuple[Any, ...], tuple[int, ...]]]) -> tuple
     for names, shape in keys:
         if not names:
             continue
+        if len(names) > len(shape):
+            raise _na._rank_error(names, shape)
         for name, size in zip(names, shape[len(shape) - len(names) :]):
             if name is None:
                 continue
@@ -423,6 +425,13 @@ def nmap(fun: Callable[..., Any]) -> Callable[..., Any]:
 
     Each named axis is vmapped with `axis_name` set to the name, so collectives
     such as `jax.lax.psum(x, "batch")` work inside `fun`.
+
+    `nmap` composes with an enclosing `jax.vmap` (the question of penzai issue
+    131): `jax.vmap` maps over the leading data dimension of each NamedArray,
+    which must be a positional axis (use `with_positional_prefix()` first if
+    needed). Inside the vmapped function that axis is simply absent, and
+    `nmap` vectorizes over the named axes as usual. Mapping a named axis with
+    `jax.vmap` is an error; use `nmap` for named axes.
 
     Two shortcuts keep eager calls fast without changing results: known
     elementwise functions (jnp ufuncs such as `jnp.add`, `jnp.where`,
