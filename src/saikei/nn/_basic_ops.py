@@ -67,10 +67,12 @@ class Softmax(Layer):
                 f"Softmax over {names}: the input has no axis {missing}; its named shape is"
                 f" {value.named_shape}. Check the axis names given to sk.nn.Softmax."
             )
-        positions = tuple(range(-len(names), 0))
-        return named_axes.nmap(lambda x: jax.nn.softmax(x, axis=positions))(
-            value.untag(*names)
-        ).tag(*names)
+        # Softmax straight over the data dimensions that carry the names keeps the
+        # array's memory layout (an untag/nmap/tag round trip can add transposes).
+        data = value.data_array
+        offset = data.ndim - len(value.axis_names)
+        dims = tuple(offset + value.axis_names.index(name) for name in names)
+        return named_axes.NamedArray(jax.nn.softmax(data, axis=dims), value.axis_names)
 
 
 @pytree_dataclass
