@@ -17,7 +17,7 @@ from saikei import sk
 # need them (DESIGN.md section 1), never at `import saikei`.
 _HEAVY_MODULES = ("torch", "transformers", "optax", "orbax", "flax", "gguf", "safetensors")
 
-_NAMESPACES = {"sk": sk, "sk.nx": sk.nx, "sk.chk": sk.chk}
+_NAMESPACES = {"sk": sk, "sk.nx": sk.nx, "sk.chk": sk.chk, "sk.nn": sk.nn}
 
 
 def _public_names(module: types.ModuleType) -> list[str]:

@@ -4,13 +4,13 @@ Every layer is a `sk.Struct` following the `Layer` calling convention
 `layer(argument, /, **side_inputs)`.
 """
 
-from saikei.nn._attention import ApplyCausalAttentionMask as ApplyCausalAttentionMask
-from saikei.nn._attention import (
-    ApplyCausalSlidingWindowAttentionMask as ApplyCausalSlidingWindowAttentionMask,
-)
-from saikei.nn._attention import ApplyExplicitAttentionMask as ApplyExplicitAttentionMask
 from saikei.nn._attention import Attention as Attention
 from saikei.nn._attention import KVCachingAttention as KVCachingAttention
+from saikei.nn._attention_masks import ApplyCausalAttentionMask as ApplyCausalAttentionMask
+from saikei.nn._attention_masks import (
+    ApplyCausalSlidingWindowAttentionMask as ApplyCausalSlidingWindowAttentionMask,
+)
+from saikei.nn._attention_masks import ApplyExplicitAttentionMask as ApplyExplicitAttentionMask
 from saikei.nn._basic_ops import CastToDType as CastToDType
 from saikei.nn._basic_ops import Elementwise as Elementwise
 from saikei.nn._basic_ops import Softmax as Softmax

@@ -1,6 +1,6 @@
 """Attention as a dataflow combinator, and its key/value-caching variant.
 
-The mask layers live in `_attention_masks.py` and are re-exported here.
+The mask layers live in `_attention_masks.py`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,6 @@ import numpy as np
 from saikei.core import named_axes
 from saikei.core._struct import pytree_dataclass
 from saikei.core._variables import StateVariable
-from saikei.nn._attention_masks import (
-    ApplyCausalAttentionMask as ApplyCausalAttentionMask,
-)
-from saikei.nn._attention_masks import (
-    ApplyCausalSlidingWindowAttentionMask as ApplyCausalSlidingWindowAttentionMask,
-)
-from saikei.nn._attention_masks import (
-    ApplyExplicitAttentionMask as ApplyExplicitAttentionMask,
-)
 from saikei.nn._embeddings import _require_named, _side_input
 from saikei.nn._layer import Layer
 from saikei.nn._layer_stack_types import LAYERSTACK_AXES_METADATA_KEY, LayerStackVarBehavior
