@@ -152,6 +152,8 @@ def test_readme_quickstart_is_exactly_two_commands_that_exist():
         assert (_README.parent / command.split()[1]).is_file(), f"{command} names a missing file"
 
 
-def test_readme_python_example_runs():
-    (example,) = _readme_blocks("python")
-    exec(compile(example, str(_README), "exec"), {"__name__": "readme_example"})
+def test_readme_python_examples_run():
+    examples = _readme_blocks("python")
+    assert examples, "README.md should show Python examples"
+    for example in examples:
+        exec(compile(example, str(_README), "exec"), {"__name__": "readme_example"})
