@@ -1,0 +1,1 @@
+"""saikei.viz (`sk.ts`): treescope integration for saikei types."""
