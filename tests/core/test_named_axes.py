@@ -427,12 +427,15 @@ def test_nmap_output_names_follow_first_appearance():
     assert result.axis_names == ("b", "a", "c")
 
 
-def test_nmap_outputs_have_positional_prefix_and_all_names():
-    arr = nx.wrap(jnp.zeros((2, 3)), "a", "b").untag("b")
+def test_nmap_outputs_keep_positional_axes_and_get_all_names():
+    data = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    arr = nx.wrap(jnp.asarray(data), "a", "b").untag("b")
     out = nx.nmap(lambda x: (x, jnp.float32(1.0)))(arr)
-    assert out[0].data_array.shape == (3, 2)
-    assert out[0].axis_names == ("a",)
+    assert out[0].positional_shape == (3,)
+    assert out[0].named_shape == {"a": 2}
+    np.testing.assert_array_equal(np.asarray(out[0].tag("b").unwrap("a", "b")), data)
     assert out[1].named_shape == {"a": 2}
+    assert out[1].positional_shape == ()
 
 
 def test_nmap_reports_size_mismatch_with_argument_paths():

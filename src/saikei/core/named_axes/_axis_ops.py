@@ -84,7 +84,7 @@ def stack(arrays: Sequence[_na.NamedArray], axis_name: _na.AxisName) -> _na.Name
     Example:
       >>> from saikei import sk
       >>> sk.nx.stack([sk.nx.ones({"a": 2}), sk.nx.zeros({"a": 2})], "s").named_shape
-      {'a': 2, 's': 2}
+      {'s': 2, 'a': 2}
     """
     arrays = [_as_named(a) for a in arrays]
     if not arrays:
@@ -101,8 +101,11 @@ def stack(arrays: Sequence[_na.NamedArray], axis_name: _na.AxisName) -> _na.Name
         a.axis_names == first.axis_names and a.data_array.shape == first.data_array.shape
         for a in arrays[1:]
     ):
-        data = jnp.stack([a.data_array for a in arrays], axis=-1)
-        return _na._new(data, (*first.axis_names, axis_name))
+        # The new axis leads: each array is then copied as one contiguous block
+        # (several times faster than interleaving), and `scan` or `nmap` over
+        # the new axis read it in place.
+        data = jnp.stack([a.data_array for a in arrays], axis=0)
+        return _na._new(data, (axis_name, *first._full_names()))
 
     def stack_positional(*xs: Any) -> Any:
         return jnp.stack(xs)

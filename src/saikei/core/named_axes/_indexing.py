@@ -149,6 +149,10 @@ def _positional_getitem(arr: _na.NamedArray, comps: tuple[Any, ...]) -> _na.Name
         at = next(i for i, c in enumerate(comps) if c is Ellipsis)
         fill = (slice(None),) * (npos - consumed)
         comps = comps[:at] + fill + comps[at + 1 :]
+    if None in arr.axis_names:
+        result = _interleaved_static_getitem(arr, comps)
+        if result is not None:
+            return result
     arr = arr.with_positional_prefix()
     data = _static_index(arr.data_array, comps)
     if data is None:
@@ -156,6 +160,49 @@ def _positional_getitem(arr: _na.NamedArray, comps: tuple[Any, ...]) -> _na.Name
     if data is None:
         data = arr.data_array[comps]
     return _na._new(data, arr.axis_names)
+
+
+def _interleaved_static_getitem(arr: _na.NamedArray, comps: tuple[Any, ...]) -> Any:
+    """Ints, slices and None on positional axes that are interleaved with named ones.
+
+    Indexes the data where it is (e.g. the names-first layout `nmap` returns)
+    instead of moving positional axes to the front first. Returns None for
+    other indices.
+    """
+    if not all(c is None or isinstance(c, slice) or _is_int(c) for c in comps):
+        return None
+    full = arr._full_names()
+    data_comps: list[Any] = []
+    new_full: list[Any] = []
+    pending = list(comps)
+
+    def add_new_axes() -> None:
+        while pending and pending[0] is None:
+            pending.pop(0)
+            data_comps.append(None)
+            new_full.append(None)
+
+    for name in full:
+        if name is None and pending:
+            # New axes go just before the positional axis that follows them.
+            add_new_axes()
+        if name is None and pending:
+            comp = pending.pop(0)
+            data_comps.append(comp)
+            if not _is_int(comp):
+                new_full.append(None)
+            # New axes after the last index go right after its axis.
+            if all(c is None for c in pending):
+                add_new_axes()
+        else:
+            data_comps.append(slice(None))
+            new_full.append(name)
+    if pending:
+        return None
+    data = _static_index(arr.data_array, data_comps)
+    if data is None:
+        return None
+    return _na._new(data, _na._strip_leading_none(new_full))
 
 
 def _single_array_index(data: Any, comps: tuple[Any, ...]) -> Any:
@@ -543,7 +590,10 @@ def _update(
     if not isinstance(index, Mapping):
         comps = index if isinstance(index, tuple) else (index,)
         comps = tuple(_normalize(c, what) for c in comps)
-        return _nmapped(arr, comps, method, values, kwargs)
+        direct = _direct_positional_update(arr, comps, method, values, kwargs)
+        if direct is not None:
+            return direct
+        return _layout_like(_nmapped(arr, comps, method, values, kwargs), arr)
     spec = _DictIndex(arr, index, what)
     if spec.new:
         raise ValueError(f"{what}: None entries (new axes) cannot be updated: {spec.new}.")
@@ -554,11 +604,134 @@ def _update(
                 f"{what}: the index for axis {name!r} is a NamedArray that itself has an"
                 f" axis {name!r}; rename the index's axis."
             )
+    dim_of = {n: d for d, n in enumerate(arr._full_names()) if n is not None}
+    by_dim = {dim_of[name]: value for name, value in spec.advanced + spec.slices}
+    direct = _direct_update(arr, by_dim, method, values, kwargs)
+    if direct is not None:  # e.g. the cache update `x.at[{"seq": i}].set(v)`
+        return direct
     if method != "apply":
         values = _align_update_values(values, arr, spec, what)
     base = arr.untag_prefix(*names)
     result = _nmapped(base, spec.comps(), method, values, kwargs)
-    return result.tag_prefix(*names)
+    return _layout_like(result.tag_prefix(*names), arr)
+
+
+def _layout_like(result: _na.NamedArray, arr: _na.NamedArray) -> _na.NamedArray:
+    """An updated array in the layout of the array it updates, where the axes allow.
+
+    A stable layout keeps eager update loops on one compiled helper, and
+    keeps e.g. a cache updated in a `lax.scan` in its original layout.
+    """
+    if result.axis_names == arr.axis_names:
+        return result
+    if set(result.named_shape) != set(arr.named_shape):
+        return result  # the values added axes: there is no common layout
+    return result.order_like(arr)
+
+
+def _is_scalar_index(value: Any) -> bool:
+    if isinstance(value, jax.Array | np.ndarray):
+        return value.ndim == 0 and np.issubdtype(value.dtype, np.integer)
+    return _is_int(value)
+
+
+def _direct_positional_update(
+    arr: _na.NamedArray, comps: tuple[Any, ...], method: str, values: Any, kwargs: dict[str, Any]
+) -> _na.NamedArray | None:
+    """`_direct_update` for a positional index such as `x.at[0]` or `x.at[..., 1:]`."""
+    if not all(c is Ellipsis or isinstance(c, slice) or _is_scalar_index(c) for c in comps):
+        return None
+    full = arr._full_names()
+    pos_dims = [d for d, n in enumerate(full) if n is None]
+    ellipses = [i for i, c in enumerate(comps) if c is Ellipsis]
+    if len(ellipses) > 1:
+        return None
+    if ellipses:
+        at = ellipses[0]
+        fill = (slice(None),) * (len(pos_dims) - len(comps) + 1)
+        comps = comps[:at] + fill + comps[at + 1 :]
+    if len(comps) > len(pos_dims):
+        return None
+    return _direct_update(arr, dict(zip(pos_dims, comps)), method, values, kwargs)
+
+
+def _direct_update(
+    arr: _na.NamedArray,
+    index_of_dim: dict[int, Any],
+    method: str,
+    values: Any,
+    kwargs: dict[str, Any],
+) -> _na.NamedArray | None:
+    """Updates in the array's own layout, without moving its data.
+
+    Handles integer and slice indices (keyed by data dimension); returns None
+    for anything else (index arrays, masks, values that do not simply fit the
+    indexed part), which takes the general path and its error messages.
+    """
+    if not all(isinstance(c, slice) or _is_scalar_index(c) for c in index_of_dim.values()):
+        return None
+    full = arr._full_names()
+    index = [index_of_dim.get(d, slice(None)) for d in range(len(full))]
+    shape = arr.data_array.shape
+    kept = [d for d in range(len(full)) if isinstance(index[d], slice)]
+    layout = [full[d] for d in kept]
+    sizes = [len(range(shape[d])[index[d]]) for d in kept]
+    data = arr.data_array
+    if not isinstance(data, jax.Array):
+        data = jnp.asarray(data)
+    ref = getattr(data.at[tuple(index)], method)
+    if method == "apply":
+        return _na._new(ref(values, **kwargs), arr.axis_names)
+    aligned = _align_to_layout(values, layout, sizes)
+    if aligned is None:
+        return None
+    return _na._new(ref(aligned, **kwargs), arr.axis_names)
+
+
+def _align_to_layout(values: Any, layout: list[Any], sizes: list[int]) -> Any:
+    """Moves update values into `layout` (a name or None per dim); None if unsure.
+
+    Positional axes of the values align with the trailing positional axes of
+    `layout` and may have size 1; named axes must exist in `layout` with
+    exactly its size.
+    """
+    if isinstance(values, _na.NamedArray):
+        value = values
+    elif isinstance(values, bool | int | float | complex):
+        return values
+    elif isinstance(values, jax.Array | np.ndarray | np.generic):
+        value = _na._new(values, ())
+    else:
+        return None
+    vfull = value._full_names()
+    slots = [i for i, n in enumerate(layout) if n is None]
+    vpos = [d for d, n in enumerate(vfull) if n is None]
+    if len(vpos) > len(slots):
+        return None
+    slot_of = dict(zip(slots[len(slots) - len(vpos) :], vpos))
+    where = {n: i for i, n in enumerate(layout) if n is not None}
+    for d, n in enumerate(vfull):
+        if n is not None:
+            if n not in where:
+                return None
+            slot_of[where[n]] = d
+    vshape = value.data_array.shape
+    for i, d in slot_of.items():
+        if vshape[d] != sizes[i] and not (layout[i] is None and vshape[d] == 1):
+            return None
+    data = value.data_array
+    if not slot_of:
+        return data
+    used = sorted(slot_of)
+    perm = [slot_of[i] for i in used]
+    if perm != sorted(perm):
+        data = jax.lax.transpose(data, perm)
+    new_shape = tuple(
+        vshape[slot_of[i]] if i in slot_of else 1 for i in range(used[0], len(layout))
+    )
+    if new_shape != tuple(data.shape):
+        data = jax.lax.reshape(data, new_shape)
+    return data
 
 
 class IndexUpdateRef:

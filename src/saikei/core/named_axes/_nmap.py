@@ -20,10 +20,11 @@ _MAX_CACHE = 4096
 class _Plan(NamedTuple):
     """How to vmap one call signature (cached by axis names and shapes)."""
 
-    # Output names; the first is vmapped innermost, so with `out_axes=-1` the
-    # outputs come back with the names as a suffix, in this order.
+    # Output names, in order of first appearance. The first is vmapped
+    # outermost, so with `out_axes=0` the outputs come back with the names as
+    # a prefix, in this order (vmap's natural placement: no output transpose).
     names: tuple[Any, ...]
-    # For each vmap level (innermost first), the data dimension mapped in each
+    # For each vmap level (outermost first), the data dimension mapped in each
     # mapped argument, or None.
     level_in_axes: tuple[tuple[int | None, ...], ...]
     # Which NamedArray arguments have named axes (the others are closed over).
@@ -90,7 +91,9 @@ def _build_plan(keys: list[tuple[tuple[Any, ...], tuple[int, ...]]]) -> tuple[_P
         if m
     ]
     levels = []
-    for name in reversed(names):
+    # The outermost vmap sees whole arrays; each level sees the arrays with the
+    # dimensions of the enclosing levels removed.
+    for name in names:
         axes = []
         for dims in remaining:
             if name in dims:
@@ -100,7 +103,6 @@ def _build_plan(keys: list[tuple[tuple[Any, ...], tuple[int, ...]]]) -> tuple[_P
             else:
                 axes.append(None)
         levels.append(tuple(axes))
-    levels.reverse()
     return _Plan(names, tuple(levels), mapped), []
 
 
@@ -108,6 +110,22 @@ def _wrap_output(value: Any, names: tuple[Any, ...]) -> _na.NamedArray:
     if not (hasattr(value, "shape") and hasattr(value, "dtype")):
         value = jnp.asarray(value)
     return _na._new(value, names)
+
+
+_OUTPUT_NAMES: dict[tuple[tuple[Any, ...], int], tuple[Any, ...]] = {}
+
+
+def _wrap_mapped_output(value: Any, names: tuple[Any, ...]) -> _na.NamedArray:
+    """Labels an output of the vmapped function: `names` lead, positional axes trail."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        value = jnp.asarray(value)
+    key = (names, value.ndim)
+    full = _OUTPUT_NAMES.get(key)
+    if full is None:
+        if len(_OUTPUT_NAMES) > _MAX_CACHE:
+            _OUTPUT_NAMES.clear()
+        full = _OUTPUT_NAMES[key] = names + (None,) * (value.ndim - len(names))
+    return _na._new(value, full)
 
 
 def _check_output_leaf(fun: Callable[..., Any], leaf: Any) -> None:
@@ -164,11 +182,12 @@ def _nmap_call(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         return out_leaves
 
     vectorized = flat_fun
-    for name, in_axes in zip(plan.names, plan.level_in_axes):
-        vectorized = jax.vmap(vectorized, in_axes=in_axes, out_axes=-1, axis_name=name)
+    # Wrapped innermost first, so that the first name ends up outermost.
+    for name, in_axes in zip(reversed(plan.names), reversed(plan.level_in_axes)):
+        vectorized = jax.vmap(vectorized, in_axes=in_axes, out_axes=0, axis_name=name)
     out_leaves = vectorized(*mapped_data)
     names = plan.names
-    return out_tree_box[-1].unflatten([_wrap_output(x, names) for x in out_leaves])
+    return out_tree_box[-1].unflatten([_wrap_mapped_output(x, names) for x in out_leaves])
 
 
 def _call(fun: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
@@ -181,12 +200,16 @@ def _call(fun: Callable[..., Any], treedef: Any, leaves: list[Any]) -> Any:
 # For elementwise functions, vmapping over every name gives the same values as
 # broadcasting the data directly once the named axes are aligned. Doing that
 # skips the per-name `jax.vmap` (about 100us per name for an eager call) and
-# usually needs no data movement at all.
+# usually needs no data movement at all: the result takes the layout of the
+# largest argument (names it lacks are added in front), so only the smaller
+# operands (biases, scales, masks) are ever transposed or reshaped.
 
 _ELEMENTWISE_PLANS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 class _ArgPlan(NamedTuple):
+    """How to bring one NamedArray argument into the target layout."""
+
     perm: tuple[int, ...] | None
     shape: tuple[int, ...] | None
 
@@ -194,48 +217,82 @@ class _ArgPlan(NamedTuple):
 _SCALAR_TYPES = (bool, int, float, complex)
 
 
+def _full_layout(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    names, shape = key
+    return (None,) * (len(shape) - len(names)) + names
+
+
+def _target_layout(keys: tuple[Any, ...], order: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The result's layout (a name or None per data dim), from the largest argument."""
+    best = None
+    best_rank: tuple[int, int] = (-1, -1)
+    positional = 0
+    for key in keys:
+        if key is None:
+            continue
+        if key[0] == "array":
+            positional = max(positional, key[1])
+            continue
+        full = _full_layout(key)
+        positional = max(positional, full.count(None))
+        rank = (int(np.prod(key[1], dtype=np.int64)), len(key[1]))
+        if rank > best_rank:
+            best, best_rank = full, rank
+    assert best is not None
+    present = set(best)
+    missing = tuple(n for n in order if n not in present)
+    # Positional axes broadcast numpy-style (aligned from the right), so extra
+    # positional axes of other arguments lead.
+    return (None,) * (positional - best.count(None)) + missing + best
+
+
 def _elementwise_plan(keys: tuple[Any, ...]) -> tuple[Any, ...] | list[Any]:
     named_keys = [k for k in keys if type(k) is tuple and len(k) == 2 and k[0] != "array"]
     sizes, bad = _collect_names(named_keys)
     if bad:
         return bad
-    names = tuple(sizes)
-    order = {n: i for i, n in enumerate(names)}
-    count = len(names)
-    arg_plans = []
+    target = _target_layout(keys, tuple(sizes))
+    slots = [i for i, n in enumerate(target) if n is None]
+    arg_plans: list[Any] = []
     for key in keys:
         if key is None:
             arg_plans.append(None)
         elif key[0] == "array":
             ndim = key[1]
-            arg_plans.append(("expand", count) if ndim and count else None)
-        else:
-            arg_names, shape = key
-            full = (None,) * (len(shape) - len(arg_names)) + arg_names
-            pos = [d for d, n in enumerate(full) if n is None]
-            named = sorted(
-                (d for d, n in enumerate(full) if n is not None), key=lambda d: order[full[d]]
+            used = slots[len(slots) - ndim :] if ndim else []
+            # New size-1 axes between the array's own (numpy would only add
+            # leading ones).
+            expand = (
+                tuple(i - used[0] for i in range(used[0], len(target)) if i not in used)
+                if used
+                else ()
             )
-            perm = tuple(pos + named)
+            arg_plans.append(("expand", expand) if expand else None)
+        else:
+            shape = key[1]
+            full = _full_layout(key)
+            slot_of = {}
+            pos_dims = [d for d, n in enumerate(full) if n is None]
+            for slot, d in zip(slots[len(slots) - len(pos_dims) :], pos_dims):
+                slot_of[slot] = d
+            for d, n in enumerate(full):
+                if n is not None:
+                    slot_of[target.index(n)] = d
+            used = sorted(slot_of)
+            perm = tuple(slot_of[i] for i in used)
             if perm == tuple(range(len(perm))):
                 perm = None
-            present = {full[d] for d in named}
-            target = None
-            if len(present) != count:
-                wanted = names
-                if not pos:
-                    # Broadcasting adds missing leading axes by itself.
-                    first = (
-                        next(i for i, n in enumerate(names) if n in present) if present else count
-                    )
-                    wanted = names[first:]
-                target = tuple(shape[d] for d in pos) + tuple(
-                    sizes[n] if n in present else 1 for n in wanted
+            new_shape = None
+            if used:
+                # Size-1 axes where the argument lacks a target axis; missing
+                # leading axes are left to broadcasting.
+                aligned = tuple(
+                    shape[slot_of[i]] if i in slot_of else 1 for i in range(used[0], len(target))
                 )
-                if len(target) == len(shape):
-                    target = None
-            arg_plans.append(_ArgPlan(perm, target))
-    return (names, tuple(arg_plans))
+                if len(aligned) != len(shape):
+                    new_shape = aligned
+            arg_plans.append(_ArgPlan(perm, new_shape))
+    return (_na._strip_leading_none(target), tuple(arg_plans))
 
 
 def _elementwise_call(fun: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -269,7 +326,7 @@ def _elementwise_call(fun: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if arg_plan is None:
             call_args.append(arg.data_array if isinstance(arg, _na.NamedArray) else arg)
         elif type(arg_plan) is tuple:
-            call_args.append(jax.lax.reshape(arg, tuple(arg.shape) + (1,) * arg_plan[1]))
+            call_args.append(jax.lax.expand_dims(arg, arg_plan[1]))
         else:
             data = arg.data_array
             if arg_plan.perm is not None:
@@ -418,10 +475,20 @@ def nmap(fun: Callable[..., Any]) -> Callable[..., Any]:
     positional parts only: plain arrays of shape `positional_shape`. Axes with
     the same name in different arguments are iterated together (they must have
     the same size); an argument without some name is broadcast along it. Every
-    array leaf of the result becomes a NamedArray carrying all the names, as a
-    suffix after the positional axes `fun` produced, in order of first
-    appearance among the arguments. Arguments that are not NamedArrays are
+    array leaf of the result becomes a NamedArray carrying all the names, with
+    the positional axes `fun` produced. Arguments that are not NamedArrays are
     passed through unchanged.
+
+    Layout of the result: the named axes are ordered by first appearance
+    (arguments in order, each argument's names in data order) and lead the
+    data, followed by the positional axes; this is where `jax.vmap` puts
+    mapped axes by itself, so no data is moved, and a following call that
+    maps over the same names needs no transpose either. `axis_names` records
+    the layout (e.g. `("batch", None)`), and `tag`, `untag` and `unwrap` only
+    relabel it. Known elementwise functions (see below) instead keep the
+    layout of their largest argument, adding missing names in front, so the
+    big operand is never transposed. Use `with_positional_prefix()` or
+    `order_as(...)` when a specific data layout is needed.
 
     Each named axis is vmapped with `axis_name` set to the name, so collectives
     such as `jax.lax.psum(x, "batch")` work inside `fun`.
