@@ -115,6 +115,55 @@ class Selection(SelectionEdits, Struct):
     def __len__(self) -> int:
         return len(self.selected_by_path)
 
+    def __treescope_root_repr__(self) -> Any:
+        # Imported lazily: saikei.viz sits above core in the layering.
+        from saikei.viz._selection_rendering import render_selection_root
+
+        return render_selection_root(self)
+
+    def show_selection(self) -> None:
+        """Displays the tree with every selected subtree outlined.
+
+        In IPython this is an interactive treescope rendering; elsewhere the
+        text rendering is printed (the outline becomes comment lines).
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.select([1, 2]).at(lambda t: t[0]).show_selection()  # doctest: +ELLIPSIS
+          [
+            #╭┄...┄╮
+            1
+            #╰┄...┄╯
+            ,
+            2,
+          ]
+        """
+        from saikei.viz._setup import display
+
+        display(self)
+
+    def show_value(self) -> None:
+        """Displays the original tree, expanded down to the selected subtrees.
+
+        In IPython this is an interactive treescope rendering; elsewhere the
+        text rendering is printed.
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.select({"a": [1, 2], "b": [3]}).at(lambda t: t["a"][0]).show_value()
+          {
+            'a': [
+              1,
+              2,
+            ],
+            'b': [3],
+          }
+        """
+        from saikei.viz._selection_rendering import render_value_focused_root
+        from saikei.viz._setup import display_root
+
+        display_root(render_value_focused_root(self))
+
     def is_empty(self) -> bool:
         """Whether nothing is selected.
 

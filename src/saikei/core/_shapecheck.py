@@ -62,6 +62,14 @@ class MultiDimVar:
 
     name: str
 
+    # Treescope hook; the handler is imported lazily because core never
+    # imports saikei.viz at module level.
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """Treescope hook: a compact one-line rendering (constructor when expanded)."""
+        from saikei.viz._shapecheck_handlers import render_dim_var
+
+        return render_dim_var(self, path, subtree_renderer)
+
 
 @dataclasses.dataclass(frozen=True)
 class DimVar:
@@ -83,6 +91,14 @@ class DimVar:
     """
 
     name: str | tuple[str, str | int]
+
+    # Treescope hook; the handler is imported lazily because core never
+    # imports saikei.viz at module level.
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """Treescope hook: a compact one-line rendering (constructor when expanded)."""
+        from saikei.viz._shapecheck_handlers import render_dim_var
+
+        return render_dim_var(self, path, subtree_renderer)
 
     def __iter__(self) -> Iterator[MultiDimVar]:
         yield MultiDimVar(self._collection_name("*"))
@@ -136,6 +152,14 @@ class KnownDim:
     name: str | tuple[str, str | int]
     size: int
     from_keypath: str | None = None
+
+    # Treescope hook; the handler is imported lazily because core never
+    # imports saikei.viz at module level.
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """Treescope hook: a compact one-line rendering (constructor when expanded)."""
+        from saikei.viz._shapecheck_handlers import render_dim_var
+
+        return render_dim_var(self, path, subtree_renderer)
 
 
 def var(name: str) -> DimVar:
@@ -372,6 +396,12 @@ class ArraySpec(Struct):
         default=_EMPTY_NAMED_SHAPE, metadata={"pytree_node": False}
     )
 
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """Treescope hook: `<ArraySpec dtype(positional | named)>` (imported lazily from viz)."""
+        from saikei.viz._shapecheck_handlers import render_arrayspec
+
+        return render_arrayspec(self, path, subtree_renderer)
+
     @property
     def positional_shape(self) -> tuple[Any, ...]:
         """The positional shape (same as `shape`; named axes are separate).
@@ -518,6 +548,12 @@ class Wildcard(Struct):
     """
 
     description: str | None = dataclasses.field(default=None, metadata={"pytree_node": False})
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """Treescope hook: `<Wildcard>` (imported lazily from viz)."""
+        from saikei.viz._shapecheck_handlers import render_wildcard
+
+        return render_wildcard(self, path, subtree_renderer)
 
 
 ANY = Wildcard()

@@ -483,3 +483,28 @@ class Struct(metaclass=_StructMeta):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text("..." if cycle else repr(self))
+
+    def treescope_color(self) -> str | tuple[str, str] | None:
+        """The background colour treescope draws this Struct with (None: none).
+
+        Override to return a CSS colour, or a `(border, fill)` pair for a
+        patterned background. `sk.nn.Layer` returns a colour derived from
+        the type name.
+
+        Example:
+          >>> from saikei import sk
+          >>> @sk.pytree_dataclass
+          ... class Pair(sk.Struct):
+          ...   left: int
+          ...   right: int
+          >>> Pair(1, 2).treescope_color() is None
+          True
+        """
+        return None
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        # Imported lazily: saikei.viz sits above core in the layering, and
+        # rendering only happens once a user asks treescope for it.
+        from saikei.viz._struct_handlers import render_struct
+
+        return render_struct(self, path, subtree_renderer)

@@ -424,16 +424,10 @@ class LabeledVariable(AbstractVariable, Generic[T]):
         )
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        from treescope import repr_lib
+        # Imported lazily: saikei.viz sits above core in the layering.
+        from saikei.viz._variable_handlers import render_variable
 
-        return repr_lib.render_object_constructor(
-            object_type=type(self),
-            attributes={"label": self.label, "value": self._value, "metadata": self.metadata},
-            path=path,
-            subtree_renderer=subtree_renderer,
-            roundtrippable=False,
-            color=self.treescope_color(),
-        )
+        return render_variable(self, path, subtree_renderer)
 
 
 class Parameter(LabeledVariable[T]):

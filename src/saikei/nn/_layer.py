@@ -15,6 +15,9 @@ from saikei.core._variables import (
     unbind_variables,
 )
 
+# One colour per layer type, computed on first use.
+_LAYER_COLORS: dict[type, str] = {}
+
 
 class Layer(Struct, abc.ABC):
     """Base class for neural-network layers.
@@ -40,6 +43,26 @@ class Layer(Struct, abc.ABC):
     @abc.abstractmethod
     def __call__(self, argument: Any, /, **side_inputs: Any) -> Any:
         """Runs the layer on `argument`; side inputs it does not use are ignored."""
+
+    def treescope_color(self) -> str | tuple[str, str] | None:
+        """A stable background colour for this layer type in treescope.
+
+        Derived from the qualified type name, so every layer type keeps its
+        own colour across sessions.
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.nn.Identity().treescope_color() == sk.nn.Identity().treescope_color()
+          True
+        """
+        cls = type(self)
+        color = _LAYER_COLORS.get(cls)
+        if color is None:
+            from treescope import formatting_util
+
+            color = formatting_util.color_from_string(f"{cls.__module__}.{cls.__qualname__}")
+            _LAYER_COLORS[cls] = color
+        return color
 
     def bind_variables(
         self,

@@ -12,6 +12,7 @@ Example:
 """
 
 from saikei import nn as nn
+from saikei import viz as ts  # noqa: F401  (the sk.ts namespace)
 from saikei.core import AbstractVariable as AbstractVariable
 from saikei.core import AbstractVariableSlot as AbstractVariableSlot
 from saikei.core import AbstractVariableValue as AbstractVariableValue
@@ -51,3 +52,4 @@ from saikei.core import unbind_params as unbind_params
 from saikei.core import unbind_state_vars as unbind_state_vars
 from saikei.core import unbind_variables as unbind_variables
 from saikei.core import variable_jit as variable_jit
+from saikei.viz import show as show

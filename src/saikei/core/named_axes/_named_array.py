@@ -646,6 +646,20 @@ class NamedArray(ArrayMethods, Struct):
 
     # ------------------------------------------------------------------ repr
 
+    # The two treescope hooks import their implementation lazily: core never
+    # imports saikei.viz at module level (the layering goes core -> viz).
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """Treescope hook: a summary with dtype, shapes and statistics, foldable into fields."""
+        from saikei.viz._named_array_handlers import render_named_array
+
+        return render_named_array(self, path, subtree_renderer)
+
+    def __treescope_ndarray_adapter__(self) -> Any:
+        """Treescope hook: the adapter that lets `render_array` address axes by name."""
+        from saikei.viz._array_adapter import NamedArrayAdapter
+
+        return NamedArrayAdapter()
+
     def _summary(self) -> str:
         full = self._full_names()
         shape = tuple(self.data_array.shape)
