@@ -388,14 +388,14 @@ def test_at_refuses_an_index_named_like_its_axis():
 
 
 def test_updates_in_an_eager_loop_reuse_one_compiled_helper():
-    from saikei.core.named_axes import _indexing
+    from saikei.core.named_axes import _index_ops
 
     cache = nx.zeros({"seq": 5, "d": 2})
     cache = cache.at[{"seq": 0}].set(nx.ones({"d": 2}))
-    before = _indexing._jitted_op._cache_size()
+    before = _index_ops._jitted_op._cache_size()
     for pos in range(1, 5):
         cache = cache.at[{"seq": pos}].set(nx.ones({"d": 2}) * pos)
-    assert _indexing._jitted_op._cache_size() == before
+    assert _index_ops._jitted_op._cache_size() == before
     np.testing.assert_array_equal(as_numpy(cache, ["seq", "d"])[:, 0], [1, 1, 2, 3, 4])
 
 

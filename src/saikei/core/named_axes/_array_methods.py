@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saikei.core.named_axes import _indexing, _nmap
+from saikei.core.named_axes import _index_ops, _nmap
 from saikei.core.named_axes import _named_array as _na
 
 if TYPE_CHECKING:
@@ -225,10 +225,10 @@ class ArrayMethods:
         return self.data_array.item(*args)
 
     def __getitem__(self: NamedArray, index: Any) -> NamedArray:  # type: ignore[misc]
-        return _indexing.getitem(self, index)
+        return _index_ops.getitem(self, index)
 
     @property
-    def at(self: NamedArray) -> _indexing.IndexUpdateHelper:  # type: ignore[misc]
+    def at(self: NamedArray) -> _index_ops.IndexUpdateHelper:  # type: ignore[misc]
         """Functional updates: `x.at[index].set(values)` (also add, multiply, ...).
 
         Example:
@@ -236,7 +236,7 @@ class ArrayMethods:
           >>> sk.nx.zeros({"a": 3}).at[{"a": 0}].add(2.0).unwrap("a").tolist()
           [2.0, 0.0, 0.0]
         """
-        return _indexing.IndexUpdateHelper(self)
+        return _index_ops.IndexUpdateHelper(self)
 
     def __iter__(self: NamedArray) -> Iterator[NamedArray]:  # type: ignore[misc]
         pos = self.positional_shape
