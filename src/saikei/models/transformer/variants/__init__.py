@@ -1,0 +1,3 @@
+"""Builders for families of transformer architectures."""
+
+from saikei.models.transformer.variants import llamalike as llamalike

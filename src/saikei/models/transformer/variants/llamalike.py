@@ -1,0 +1,400 @@
+"""The llama-like family: Llama, Mistral, Qwen2 and Qwen3 as configurations of one builder."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from saikei import nn
+from saikei.models.transformer import model_parts
+
+_MASKED = -2.3819763e38
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionTypeGlobalCausal:
+    """Full causal attention.
+
+    Example:
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> llamalike.AttentionTypeGlobalCausal()
+      AttentionTypeGlobalCausal()
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionTypeSlidingWindowCausal:
+    """Causal attention that sees only the last `window_size` tokens (itself included).
+
+    Example:
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> llamalike.AttentionTypeSlidingWindowCausal(4).window_size
+      4
+    """
+
+    window_size: int
+
+
+AttentionType = AttentionTypeGlobalCausal | AttentionTypeSlidingWindowCausal
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamalikeTransformerConfig:
+    """Configuration of a llama-like decoder-only transformer.
+
+    Attributes:
+      num_kv_heads: Number of key/value heads.
+      query_head_multiplier: Query heads per key/value head (1 is MHA).
+      embedding_dim: Residual stream width.
+      projection_dim: Width of each head.
+      mlp_hidden_dim: Width of the feed-forward hidden layer.
+      num_decoder_blocks: Number of blocks.
+      vocab_size: Vocabulary size.
+      mlp_variant: "swiglu" (SiLU gate) or "geglu_approx" (tanh-GELU gate).
+      tie_embedder_and_logits: Decode logits with the embedding table.
+      rope_wavelength: RoPE base (`rope_theta`).
+      rms_norm_eps: Epsilon of every RMS norm.
+      attention_type: One attention type for all blocks or one per block.
+      use_post_attn_norm: Normalize the attention output before the residual add.
+      use_post_ffw_norm: Normalize the feed-forward output before the residual add.
+      final_logit_softcap: Tanh soft cap on the logits, or None.
+      attn_logits_soft_cap: Tanh soft cap on attention logits, or None.
+      query_scaling_factor: "default" (`projection_dim ** -0.5`) or a float.
+      parameter_dtype: Dtype of the parameters.
+      activation_dtype: Dtype of the activations.
+      use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
+      attention_bias: Bias on the query, key and value projections.
+      attention_output_bias: Bias on the attention output projection.
+      mlp_bias: Bias on the feed-forward projections.
+      use_qk_norm: RMS-normalize each query and key head before RoPE.
+      rope_scale_factor: Linear RoPE scaling (positions divided by it).
+
+    Example:
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=2, query_head_multiplier=2,
+      ...     embedding_dim=16, projection_dim=4, mlp_hidden_dim=32, num_decoder_blocks=2,
+      ...     vocab_size=11)
+      >>> cfg.mlp_variant
+      'swiglu'
+    """
+
+    num_kv_heads: int
+    query_head_multiplier: int
+    embedding_dim: int
+    projection_dim: int
+    mlp_hidden_dim: int
+    num_decoder_blocks: int
+    vocab_size: int
+    mlp_variant: Literal["swiglu", "geglu_approx"] = "swiglu"
+    tie_embedder_and_logits: bool = False
+    rope_wavelength: float = 10_000.0
+    rms_norm_eps: float = 1e-6
+    attention_type: AttentionType | Sequence[AttentionType] = AttentionTypeGlobalCausal()
+    use_post_attn_norm: bool = False
+    use_post_ffw_norm: bool = False
+    final_logit_softcap: float | None = None
+    attn_logits_soft_cap: float | None = None
+    query_scaling_factor: float | Literal["default"] = "default"
+    parameter_dtype: Any = jnp.float32
+    activation_dtype: Any = jnp.float32
+    use_layer_stack: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    attention_output_bias: bool = False
+    use_qk_norm: bool = False
+    rope_scale_factor: float = 1.0
+
+
+def _head_axes(config: LlamalikeTransformerConfig) -> tuple[dict[str, int], dict[str, int]]:
+    if config.query_head_multiplier == 1:
+        return {"heads": config.num_kv_heads}, {}
+    if config.num_kv_heads == 1:
+        return {}, {"query_heads": config.query_head_multiplier}
+    return {"head_groups": config.num_kv_heads}, {"query_heads": config.query_head_multiplier}
+
+
+def _projection(
+    name: str,
+    rng: jax.Array | None,
+    in_axes: dict[str, int],
+    out_axes: dict[str, int],
+    bias: bool,
+    dtype: Any,
+) -> Any:
+    if bias:
+        return nn.Affine.from_config(name, rng, in_axes, out_axes, dtype=dtype)
+    return nn.Linear.from_config(name, rng, in_axes, out_axes, dtype=dtype)
+
+
+def _attention(
+    name: str,
+    rng: jax.Array | None,
+    config: LlamalikeTransformerConfig,
+    attention_type: AttentionType,
+) -> nn.Attention:
+    common, query_only = _head_axes(config)
+    emb = {"embedding": config.embedding_dim}
+    proj = {"projection": config.projection_dim}
+    dtype = config.parameter_dtype
+    bias = config.attention_bias
+
+    def rope() -> nn.ApplyRoPE:
+        return nn.ApplyRoPE(
+            embedding_axis="projection",
+            max_wavelength=config.rope_wavelength,
+            scale_factor=config.rope_scale_factor,
+        )
+
+    def qk_norm(which: str) -> list[Any]:
+        if not config.use_qk_norm:
+            return []
+        return [
+            nn.RMSLayerNorm.from_config(
+                f"{name}/{which}_norm", rng, proj, epsilon=config.rms_norm_eps, dtype=dtype
+            )
+        ]
+
+    if config.query_scaling_factor == "default":
+        scale = config.projection_dim**-0.5
+    else:
+        scale = float(config.query_scaling_factor)
+    q_axes = {**common, **query_only}
+    q_names = (*q_axes, "seq", "projection")
+    k_names = (*common, "kv_seq", "projection")
+    logits_names = (*q_axes, "seq", "kv_seq")
+    if isinstance(attention_type, AttentionTypeSlidingWindowCausal):
+        mask: Any = nn.ApplyCausalSlidingWindowAttentionMask(
+            _MASKED, sliding_window_size=attention_type.window_size
+        )
+    elif isinstance(attention_type, AttentionTypeGlobalCausal):
+        mask = nn.ApplyCausalAttentionMask(_MASKED)
+    else:
+        raise ValueError(
+            f"build_llamalike_transformer: unsupported attention_type {attention_type!r};"
+            " use AttentionTypeGlobalCausal() or AttentionTypeSlidingWindowCausal(n)."
+        )
+    softcap = (
+        [nn.TanhSoftCap(config.attn_logits_soft_cap)]
+        if config.attn_logits_soft_cap is not None
+        else []
+    )
+    return nn.Attention(
+        input_to_query=nn.Sequential(
+            [
+                _projection(f"{name}/query", rng, emb, {**q_axes, **proj}, bias, dtype),
+                *qk_norm("query"),
+                rope(),
+                nn.ConstantRescale(jnp.asarray(scale, config.activation_dtype)),
+            ]
+        ),
+        input_to_key=nn.Sequential(
+            [
+                _projection(f"{name}/key", rng, emb, {**common, **proj}, bias, dtype),
+                *qk_norm("key"),
+                rope(),
+                nn.RenameAxes(old="seq", new="kv_seq"),
+            ]
+        ),
+        input_to_value=nn.Sequential(
+            [
+                _projection(f"{name}/value", rng, emb, {**common, **proj}, bias, dtype),
+                nn.RenameAxes(old="seq", new="kv_seq"),
+            ]
+        ),
+        query_key_to_attn=nn.Sequential(
+            [
+                nn.NamedEinsum((q_names, k_names), logits_names),
+                *softcap,
+                mask,
+                nn.Softmax("kv_seq"),
+            ]
+        ),
+        attn_value_to_output=nn.Sequential(
+            [
+                nn.NamedEinsum((logits_names, k_names), (*q_axes, "seq", "projection")),
+                _projection(
+                    f"{name}/output",
+                    rng,
+                    {**q_axes, **proj},
+                    emb,
+                    config.attention_output_bias,
+                    dtype,
+                ),
+            ]
+        ),
+    )
+
+
+def _feed_forward(
+    name: str, rng: jax.Array | None, config: LlamalikeTransformerConfig
+) -> model_parts.TransformerFeedForward:
+    emb = {"embedding": config.embedding_dim}
+    hidden = {"neurons": config.mlp_hidden_dim}
+    dtype = config.parameter_dtype
+    if config.mlp_variant == "swiglu":
+        act: Any = jax.nn.silu
+    elif config.mlp_variant == "geglu_approx":
+
+        def act(x: Any) -> Any:
+            return jax.nn.gelu(x, approximate=True)
+
+    else:
+        raise ValueError(
+            f"build_llamalike_transformer: unsupported mlp_variant {config.mlp_variant!r};"
+            " use 'swiglu' or 'geglu_approx'."
+        )
+    bias = config.mlp_bias
+    return model_parts.TransformerFeedForward(
+        [
+            nn.BranchAndMultiplyTogether(
+                [
+                    nn.NamedGroup(
+                        "gate",
+                        [
+                            _projection(f"{name}/gating", rng, emb, hidden, bias, dtype),
+                            nn.Elementwise(act),
+                        ],
+                    ),
+                    _projection(f"{name}/value", rng, emb, hidden, bias, dtype),
+                ]
+            ),
+            _projection(f"{name}/out", rng, hidden, emb, bias, dtype),
+        ]
+    )
+
+
+def _block(
+    name: str,
+    init_base_rng: jax.Array | None,
+    config: LlamalikeTransformerConfig,
+    attention_type: AttentionType,
+) -> model_parts.TransformerBlock:
+    emb = {"embedding": config.embedding_dim}
+    eps = config.rms_norm_eps
+    dtype = config.parameter_dtype
+    rng = init_base_rng
+
+    def norm(which: str) -> nn.RMSLayerNorm:
+        return nn.RMSLayerNorm.from_config(f"{name}/{which}", rng, emb, epsilon=eps, dtype=dtype)
+
+    attn = [
+        norm("pre_attention_norm"),
+        _attention(f"{name}/attention", rng, config, attention_type),
+    ]
+    if config.use_post_attn_norm:
+        attn.append(norm("post_attention_norm"))
+    ffw = [norm("pre_ffw_norm"), _feed_forward(f"{name}/mlp", rng, config)]
+    if config.use_post_ffw_norm:
+        ffw.append(norm("post_ffw_norm"))
+    return model_parts.TransformerBlock(
+        [nn.Residual(nn.Sequential(attn)), nn.Residual(nn.Sequential(ffw))]
+    )
+
+
+def _attention_types(config: LlamalikeTransformerConfig) -> list[AttentionType]:
+    types = config.attention_type
+    if isinstance(types, AttentionTypeGlobalCausal | AttentionTypeSlidingWindowCausal):
+        return [types] * config.num_decoder_blocks
+    types = list(types)
+    if not types:
+        raise ValueError("build_llamalike_transformer: attention_type is an empty sequence.")
+    # A shorter sequence repeats as a pattern, as Gemma-style configs describe layers.
+    return [types[i % len(types)] for i in range(config.num_decoder_blocks)]
+
+
+def build_llamalike_transformer(
+    config: LlamalikeTransformerConfig,
+    init_base_rng: jax.Array | None = None,
+    name: str = "transformer",
+) -> model_parts.TransformerLM:
+    """Builds a llama-like `TransformerLM` from `sk.nn` combinators.
+
+    Args:
+      config: The architecture.
+      init_base_rng: Base key for random parameters, or None for parameter
+        slots (to bind loaded weights into).
+      name: Prefix of every parameter label.
+
+    Returns:
+      The model; call it on token ids with a `seq` axis.
+
+    Example:
+      >>> import jax
+      >>> from saikei import sk
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=2, query_head_multiplier=2,
+      ...     embedding_dim=16, projection_dim=4, mlp_hidden_dim=32, num_decoder_blocks=2,
+      ...     vocab_size=11)
+      >>> lm = llamalike.build_llamalike_transformer(cfg, jax.random.key(0))
+      >>> lm(sk.nx.wrap(jax.numpy.arange(5), "seq")).named_shape
+      {'seq': 5, 'vocabulary': 11}
+    """
+    for field in ("num_kv_heads", "query_head_multiplier", "embedding_dim", "projection_dim"):
+        value = getattr(config, field)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"build_llamalike_transformer: config.{field} must be a positive int, got"
+                f" {value!r}."
+            )
+    emb = {"embedding": config.embedding_dim}
+    dtype = config.parameter_dtype
+    types = _attention_types(config)
+    table = nn.EmbeddingTable.from_config(
+        f"{name}/embedder", init_base_rng, config.vocab_size, emb, dtype=dtype
+    )
+    layers: list[Any] = [nn.EmbeddingLookup(table)]
+    if config.activation_dtype != dtype:
+        layers.append(nn.CastToDType(config.activation_dtype))
+    if config.use_layer_stack:
+        if any(t != types[0] for t in types):
+            raise ValueError(
+                "build_llamalike_transformer: use_layer_stack needs every block to have the same"
+                f" attention type, got {types}; use use_layer_stack=False."
+            )
+        layers.append(
+            nn.LayerStack.from_sublayer_builder(
+                _block,
+                "blocks",
+                config.num_decoder_blocks,
+                init_base_rng,
+                {"name": f"{name}/blocks", "config": config, "attention_type": types[0]},
+            )
+        )
+    else:
+        for i, attention_type in enumerate(types):
+            rng = None if init_base_rng is None else jax.random.fold_in(init_base_rng, i)
+            layers.append(_block(f"{name}/block_{i}", rng, config, attention_type))
+    layers.append(
+        nn.RMSLayerNorm.from_config(
+            f"{name}/final_norm", init_base_rng, emb, epsilon=config.rms_norm_eps, dtype=dtype
+        )
+    )
+    if config.tie_embedder_and_logits:
+        layers.append(nn.EmbeddingDecode(table))
+    else:
+        layers.append(
+            nn.Linear.from_config(
+                f"{name}/lm_head",
+                init_base_rng,
+                emb,
+                {"vocabulary": config.vocab_size},
+                dtype=dtype,
+            )
+        )
+    if config.final_logit_softcap is not None:
+        layers.append(nn.TanhSoftCap(config.final_logit_softcap))
+    common, query_only = _head_axes(config)
+    metadata = model_parts.TransformerMetadata(
+        common_head_axes=common,
+        query_only_head_axes=query_only,
+        embedding_dim=config.embedding_dim,
+        projection_dim=config.projection_dim,
+        mlp_hidden_dim=config.mlp_hidden_dim,
+        vocab_size=config.vocab_size,
+        activation_dtype=config.activation_dtype,
+    )
+    return model_parts.TransformerLM(body=nn.Sequential(layers), metadata=metadata)

@@ -1,0 +1,180 @@
+"""Parity of llama-like models converted from live `transformers` models (tiny random configs)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from saikei import sk  # noqa: E402
+from saikei.models.transformer import _hf_torch  # noqa: E402
+
+_BASE = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    rms_norm_eps=1e-5,
+)
+
+
+def _hf_model(cls_name: str, **overrides):
+    torch.manual_seed(0)
+    config_cls = getattr(transformers, f"{cls_name}Config")
+    model_cls = getattr(transformers, f"{cls_name}ForCausalLM")
+    config = config_cls(**{**_BASE, **overrides})
+    model = model_cls(config).float().eval()
+    # Random (not zero / one) norms and biases so a wrong mapping shows up.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
+
+
+def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor(tokens)).logits.numpy()
+
+
+def _our_logits(lm, tokens: np.ndarray, positions=None) -> np.ndarray:
+    kwargs = {}
+    if positions is not None:
+        kwargs["token_positions"] = sk.nx.wrap(jnp.asarray(positions), "batch", "seq")
+    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"), **kwargs)
+    return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
+
+
+CASES = {
+    "llama_mha": ("Llama", dict(num_key_value_heads=4)),
+    "llama_gqa": ("Llama", dict(num_key_value_heads=2)),
+    "llama_mqa": ("Llama", dict(num_key_value_heads=1)),
+    "llama_tied_headdim_linear_rope": (
+        "Llama",
+        dict(
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            head_dim=16,
+            mlp_bias=True,
+            rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0},
+        ),
+    ),
+    "llama_attention_bias": ("Llama", dict(num_key_value_heads=2, attention_bias=True)),
+    "mistral_sliding": ("Mistral", dict(num_key_value_heads=2, sliding_window=4)),
+    "qwen2_bias": ("Qwen2", dict(num_key_value_heads=2)),
+    "qwen3_qk_norm": ("Qwen3", dict(num_key_value_heads=2, head_dim=8)),
+    "qwen3_attention_bias": ("Qwen3", dict(num_key_value_heads=1, attention_bias=True)),
+}
+
+
+@pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers(case, use_layer_stack):
+    cls_name, overrides = CASES[case]
+    model = _hf_model(cls_name, **overrides)
+    lm = _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=use_layer_stack)
+    tokens = _tokens()
+    np.testing.assert_allclose(
+        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
+    )
+
+
+def test_mistral_window_is_shorter_than_sequence_and_matters():
+    model = _hf_model("Mistral", num_key_value_heads=2, sliding_window=3)
+    lm = _hf_torch.llamalike_from_huggingface_model(model)
+    tokens = _tokens(seq=10)
+    ours = _our_logits(lm, tokens)
+    np.testing.assert_allclose(ours, _hf_logits(model, tokens), atol=1e-5, rtol=0)
+    model.config.sliding_window = None
+    full = _hf_torch.llamalike_from_huggingface_model(model)
+    assert np.abs(_our_logits(full, tokens) - ours)[:, 3:].max() > 1e-3
+
+
+def test_qwen2_mixed_sliding_layers_match():
+    model = _hf_model(
+        "Qwen2",
+        num_key_value_heads=2,
+        num_hidden_layers=3,
+        use_sliding_window=True,
+        sliding_window=3,
+        max_window_layers=1,
+    )
+    lm = _hf_torch.llamalike_from_huggingface_model(model)
+    tokens = _tokens(seq=10)
+    np.testing.assert_allclose(
+        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
+    )
+    with pytest.raises(ValueError, match="same attention type"):
+        _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=True)
+
+
+@pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
+def test_left_padding_gives_unpadded_logits(use_layer_stack):
+    model = _hf_model("Llama", num_key_value_heads=2)
+    lm = _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=use_layer_stack)
+    short = _tokens(seq=6, batch=1)
+    pad = 3
+    padded = np.concatenate([np.zeros((1, pad), dtype=short.dtype), short], axis=1)
+    positions = np.concatenate([-np.ones((1, pad), dtype=np.int32), np.arange(6)[None]], axis=1)
+    got = _our_logits(lm, padded, positions)[:, pad:]
+    np.testing.assert_allclose(got, _hf_logits(model, short), atol=1e-5, rtol=0)
+
+
+def test_unsupported_rope_type_is_named():
+    model = _hf_model(
+        "Llama",
+        num_key_value_heads=2,
+        rope_parameters={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+            "rope_theta": 10000.0,
+        },
+    )
+    with pytest.raises(ValueError, match="rope_type='llama3'"):
+        _hf_torch.llamalike_from_huggingface_model(model)
+
+
+def test_unsupported_model_type_is_named():
+    with pytest.raises(ValueError, match="model_type='gpt2'"):
+        _hf_torch.llamalike_config_from_huggingface({"model_type": "gpt2"})
+
+
+def test_unsupported_activation_is_named():
+    cfg = {
+        "model_type": "llama",
+        "vocab_size": 8,
+        "hidden_size": 8,
+        "intermediate_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "hidden_act": "relu",
+    }
+    with pytest.raises(ValueError, match="hidden_act='relu'"):
+        _hf_torch.llamalike_config_from_huggingface(cfg)
+
+
+def test_partial_rotary_factor_is_named():
+    cfg = {
+        "model_type": "llama",
+        "vocab_size": 8,
+        "hidden_size": 8,
+        "intermediate_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e4,
+            "partial_rotary_factor": 0.5,
+        },
+    }
+    with pytest.raises(ValueError, match=r"partial_rotary_factor=0\.5"):
+        _hf_torch.llamalike_config_from_huggingface(cfg)
