@@ -126,7 +126,11 @@ def test_left_padding_gives_unpadded_logits(use_layer_stack):
     np.testing.assert_allclose(got, _hf_logits(model, short), atol=1e-5, rtol=0)
 
 
-def test_unsupported_rope_type_is_named():
+@pytest.mark.parametrize("use_layer_stack", [False, True])
+def test_llama3_rope_scaling_matches(use_layer_stack):
+    # A short original context makes every band of the llama3 rule matter:
+    # with head_dim 8 the wavelengths are ~6, 63, 628 and 6283 tokens, against
+    # the band edges 16 / 4 = 4 and 16 / 1 = 16.
     model = _hf_model(
         "Llama",
         num_key_value_heads=2,
@@ -139,7 +143,20 @@ def test_unsupported_rope_type_is_named():
             "rope_theta": 10000.0,
         },
     )
-    with pytest.raises(ValueError, match="rope_type='llama3'"):
+    lm = _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=use_layer_stack)
+    tokens = _tokens()
+    np.testing.assert_allclose(
+        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
+    )
+
+
+def test_unsupported_rope_type_is_named():
+    model = _hf_model(
+        "Llama",
+        num_key_value_heads=2,
+        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+    )
+    with pytest.raises(ValueError, match="rope_type='dynamic'"):
         _hf_torch.llamalike_from_huggingface_model(model)
 
 

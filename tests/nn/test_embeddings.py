@@ -361,3 +361,24 @@ def test_rope_rejects_nonpositive_wavelength():
 def test_rope_renders_with_treescope():
     text = treescope.render_to_text(sk.nn.ApplyRoPEToSubset("projection", 10_000, 4))
     assert "ApplyRoPEToSubset" in text and "rope_subset_size" in text
+
+
+def test_rope_llama3_scaling_is_validated():
+    with pytest.raises(ValueError, match="llama3_scaling"):
+        sk.nn.ApplyRoPE("projection", 10_000, llama3_scaling=(8.0, 4.0, 1.0, 16))
+
+
+def test_rope_llama3_scaling_leaves_short_wavelengths_unchanged():
+    # With a huge original context every wavelength counts as "short", so the
+    # llama3 rule keeps the plain frequencies and the rotation is unchanged.
+    x = sk.nx.wrap(
+        jnp.asarray(np.random.default_rng(0).normal(size=(5, 8)), jnp.float32), "seq", "projection"
+    )
+    positions = sk.nx.arange("seq", 5)
+    plain = sk.nn.ApplyRoPE("projection", 10_000)(x, token_positions=positions)
+    scaled = sk.nn.ApplyRoPE("projection", 10_000, llama3_scaling=(8.0, 1.0, 4.0, 1e12))(
+        x, token_positions=positions
+    )
+    np.testing.assert_allclose(
+        scaled.unwrap("seq", "projection"), plain.unwrap("seq", "projection"), atol=1e-6
+    )

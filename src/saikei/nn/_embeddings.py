@@ -324,7 +324,15 @@ class EmbeddingDecode(Layer):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("alignment", "axis", "rope_size", "max_wavelength", "scale")
+    jax.jit,
+    static_argnames=(
+        "alignment",
+        "axis",
+        "rope_size",
+        "max_wavelength",
+        "scale",
+        "llama3_scaling",
+    ),
 )
 def _rotate(
     x: jax.Array,
@@ -335,10 +343,9 @@ def _rotate(
     rope_size: int,
     max_wavelength: float,
     scale: float,
+    llama3_scaling: tuple[float, float, float, float] | None = None,
 ) -> jax.Array:
-    # Frequencies as HF computes them (`1 / base**(2i/d)`), rounded once to float32.
-    exponents = np.arange(0, rope_size, 2, dtype=np.float64) / rope_size
-    inv_freq = (1.0 / (max_wavelength**exponents) / scale).astype(np.float32)
+    inv_freq = _inverse_frequencies(rope_size, max_wavelength, scale, llama3_scaling)
     compute_dtype = jnp.promote_types(x.dtype, jnp.float32)
     moved = jnp.moveaxis(x, axis, -1).astype(compute_dtype)
     positions = _align(positions, *alignment)
@@ -352,6 +359,32 @@ def _rotate(
         parts.append(moved[..., rope_size:])
     rotated = jnp.concatenate(parts, axis=-1).astype(x.dtype)
     return jnp.moveaxis(rotated, -1, axis)
+
+
+def _inverse_frequencies(
+    rope_size: int,
+    max_wavelength: float,
+    scale: float,
+    llama3_scaling: tuple[float, float, float, float] | None,
+) -> np.ndarray:
+    """Rotation frequencies as HF computes them, rounded once to float32."""
+    exponents = np.arange(0, rope_size, 2, dtype=np.float64) / rope_size
+    inv_freq = 1.0 / (max_wavelength**exponents) / scale
+    if llama3_scaling is not None:
+        # Llama 3.1 "llama3" scaling: long wavelengths are slowed down by
+        # `factor`, short ones kept, and the band between interpolated smoothly.
+        factor, low_freq_factor, high_freq_factor, original_context = llama3_scaling
+        wavelength = 2 * np.pi / inv_freq
+        low_freq_wavelength = original_context / low_freq_factor
+        high_freq_wavelength = original_context / high_freq_factor
+        scaled = np.where(wavelength > low_freq_wavelength, inv_freq / factor, inv_freq)
+        smooth = (original_context / wavelength - low_freq_factor) / (
+            high_freq_factor - low_freq_factor
+        )
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelength >= high_freq_wavelength) & (wavelength <= low_freq_wavelength)
+        inv_freq = np.where(medium, smoothed, scaled)
+    return inv_freq.astype(np.float32)
 
 
 def _apply_rope(
@@ -395,6 +428,7 @@ def _apply_rope(
         rope_size=rope_size,
         max_wavelength=float(layer.max_wavelength),
         scale=float(layer.scale_factor),
+        llama3_scaling=getattr(layer, "llama3_scaling", None),
     )
     return NamedArray(data, names)
 
@@ -423,6 +457,9 @@ class ApplyRoPE(Layer):
         NamedArray whose axes are a subset of the input's (e.g. `seq`, or
         `batch` and `seq`).
       scale_factor: Linear position scaling: positions are divided by it.
+      llama3_scaling: Llama 3.1-style frequency scaling, as a tuple
+        `(factor, low_freq_factor, high_freq_factor,
+        original_max_position_embeddings)` (HF `rope_type="llama3"`), or None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -438,9 +475,22 @@ class ApplyRoPE(Layer):
     max_wavelength: float = _static()
     positions_input_name: str = _static(default="token_positions")
     scale_factor: float = _static(default=1.0)
+    llama3_scaling: tuple[float, float, float, float] | None = _static(default=None)
 
     def __post_init__(self) -> None:
         _check_rope_config(self)
+        scaling = self.llama3_scaling
+        if scaling is not None and (
+            not isinstance(scaling, tuple)
+            or len(scaling) != 4
+            or not all(v > 0 for v in scaling)
+            or not scaling[2] > scaling[1]
+        ):
+            raise ValueError(
+                "ApplyRoPE: llama3_scaling must be a tuple (factor, low_freq_factor,"
+                " high_freq_factor, original_max_position_embeddings) of positive numbers with"
+                f" high_freq_factor > low_freq_factor; got {scaling!r}."
+            )
 
     def __call__(self, inputs: NamedArray, /, **side_inputs: Any) -> NamedArray:
         return _apply_rope(self, inputs, side_inputs, None)

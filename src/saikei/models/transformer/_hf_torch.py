@@ -26,7 +26,9 @@ def _unsupported(field: str, value: Any, model_type: str, hint: str = "") -> Val
     )
 
 
-def _rope(cfg: dict[str, Any], model_type: str) -> tuple[float, float]:
+def _rope(
+    cfg: dict[str, Any], model_type: str
+) -> tuple[float, float, tuple[float, float, float, float] | None]:
     params = cfg.get("rope_parameters") or {}
     scaling = cfg.get("rope_scaling") or {}
     theta = params.get("rope_theta", cfg.get("rope_theta", 10_000.0))
@@ -36,11 +38,23 @@ def _rope(cfg: dict[str, Any], model_type: str) -> tuple[float, float]:
     if partial not in (1, 1.0, None):
         raise _unsupported("partial_rotary_factor", partial, model_type)
     if rope_type == "default":
-        return float(theta), 1.0
+        return float(theta), 1.0, None
     if rope_type == "linear":
-        return float(theta), float(factor)
+        return float(theta), float(factor), None
+    if rope_type == "llama3":
+        source = params if "low_freq_factor" in params else scaling
+        llama3 = (
+            float(factor),
+            float(source["low_freq_factor"]),
+            float(source["high_freq_factor"]),
+            float(source["original_max_position_embeddings"]),
+        )
+        return float(theta), 1.0, llama3
     raise _unsupported(
-        "rope_type", rope_type, model_type, "Supported rope types: 'default', 'linear'."
+        "rope_type",
+        rope_type,
+        model_type,
+        "Supported rope types: 'default', 'linear', 'llama3'.",
     )
 
 
@@ -116,7 +130,7 @@ def llamalike_config_from_huggingface(
     output_bias = model_type in ("llama", "qwen3") and bool(cfg.get("attention_bias"))
     attention_bias = model_type == "qwen2" or output_bias
     attention_type = _attention_types(cfg, model_type)
-    theta, scale = _rope(cfg, model_type)
+    theta, scale, llama3_scaling = _rope(cfg, model_type)
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     return llamalike.LlamalikeTransformerConfig(
         num_kv_heads=kv_heads,
@@ -130,6 +144,7 @@ def llamalike_config_from_huggingface(
         tie_embedder_and_logits=bool(cfg.get("tie_word_embeddings", False)),
         rope_wavelength=theta,
         rope_scale_factor=scale,
+        rope_llama3_scaling=llama3_scaling,
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
         attention_type=attention_type,
         use_layer_stack=use_layer_stack,

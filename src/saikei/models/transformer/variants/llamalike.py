@@ -72,6 +72,9 @@ class LlamalikeTransformerConfig:
       mlp_bias: Bias on the feed-forward projections.
       use_qk_norm: RMS-normalize each query and key head before RoPE.
       rope_scale_factor: Linear RoPE scaling (positions divided by it).
+      rope_llama3_scaling: Llama 3.1 RoPE frequency scaling `(factor,
+        low_freq_factor, high_freq_factor, original_max_position_embeddings)`,
+        or None (see `sk.nn.ApplyRoPE`).
 
     Example:
       >>> from saikei.models.transformer.variants import llamalike
@@ -107,6 +110,7 @@ class LlamalikeTransformerConfig:
     attention_output_bias: bool = False
     use_qk_norm: bool = False
     rope_scale_factor: float = 1.0
+    rope_llama3_scaling: tuple[float, float, float, float] | None = None
 
 
 def _head_axes(config: LlamalikeTransformerConfig) -> tuple[dict[str, int], dict[str, int]]:
@@ -147,6 +151,7 @@ def _attention(
             embedding_axis="projection",
             max_wavelength=config.rope_wavelength,
             scale_factor=config.rope_scale_factor,
+            llama3_scaling=config.rope_llama3_scaling,
         )
 
     def qk_norm(which: str) -> list[Any]:
