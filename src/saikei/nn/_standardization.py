@@ -114,6 +114,21 @@ class RMSStandardize(Layer):
         return NamedArray(result.astype(out_dtype), value.axis_names)
 
 
+def _unit_scale(
+    name: str, init_base_rng: jax.Array | None, across_axes: dict[Any, int], dtype: Any
+) -> Any:
+    """The learned per-feature scale of a norm layer, `{name}/scale.weights`, starting at 1."""
+    return Linear.from_config(
+        f"{name}/scale",
+        init_base_rng,
+        input_axes={},
+        output_axes={},
+        parallel_axes=across_axes,
+        initializer=constant_initializer(1.0),
+        dtype=dtype,
+    )
+
+
 @pytree_dataclass(has_implicitly_inherited_fields=True)
 class LayerNorm(Sequential):
     """Layer normalization: `Standardize`, then a learned scale and a learned shift.
@@ -160,15 +175,7 @@ class LayerNorm(Sequential):
         return cls(
             sublayers=[
                 Standardize(across=tuple(across_axes), epsilon=epsilon),
-                Linear.from_config(
-                    f"{name}/scale",
-                    init_base_rng,
-                    input_axes={},
-                    output_axes={},
-                    parallel_axes=across_axes,
-                    initializer=constant_initializer(1.0),
-                    dtype=dtype,
-                ),
+                _unit_scale(name, init_base_rng, across_axes, dtype),
                 AddBias.from_config(f"{name}/shift", init_base_rng, across_axes, dtype=dtype),
             ]
         )
@@ -220,14 +227,6 @@ class RMSLayerNorm(Sequential):
         return cls(
             sublayers=[
                 RMSStandardize(across=tuple(across_axes), epsilon=epsilon),
-                Linear.from_config(
-                    f"{name}/scale",
-                    init_base_rng,
-                    input_axes={},
-                    output_axes={},
-                    parallel_axes=across_axes,
-                    initializer=constant_initializer(1.0),
-                    dtype=dtype,
-                ),
+                _unit_scale(name, init_base_rng, across_axes, dtype),
             ]
         )
