@@ -39,6 +39,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from types import ModuleType
 
 _THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -194,6 +195,26 @@ def compare(
         peer=peer_name,
         error="; ".join(errors) or None,
     )
+
+
+def saikei_namespace() -> ModuleType:
+    """`saikei.sk`, imported on first use (after the thread pins above)."""
+    from saikei import sk
+
+    return sk
+
+
+def penzai_namespace() -> ModuleType:
+    """`penzai.pz`, the peer's namespace, imported on first use."""
+    from penzai import pz
+
+    return pz
+
+
+def check(condition: bool, what: str) -> None:
+    """Refuses to time a wrong answer: each factory checks its result once first."""
+    if not condition:
+        raise AssertionError(f"sanity check failed: {what}")
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -28,6 +28,9 @@ from types import ModuleType
 from typing import Any
 
 import _harness  # first: pins XLA threads before jax starts
+from _harness import check as _check
+from _harness import penzai_namespace as _penzai
+from _harness import saikei_namespace as _saikei
 
 # isort: split
 import jax
@@ -38,25 +41,6 @@ N_BRANCHES = 100
 LEAVES_PER_BRANCH = 99
 N_PARAMETERS = 1_000
 MLP_BLOCKS = 8
-
-
-def _saikei() -> ModuleType:
-    from saikei import sk
-
-    return sk
-
-
-def _penzai() -> ModuleType:
-    from penzai import pz
-
-    return pz
-
-
-def _check(condition: bool, what: str) -> None:
-    # Timing a wrong answer would be meaningless, so each factory checks its
-    # result once before the harness times it.
-    if not condition:
-        raise AssertionError(f"sanity check failed: {what}")
 
 
 def _selector_case(lib: ModuleType) -> Callable[[], Any]:

@@ -34,6 +34,9 @@ from types import ModuleType
 from typing import Any
 
 import _harness  # first: pins XLA threads before jax starts
+from _harness import check as _check
+from _harness import penzai_namespace as _penzai
+from _harness import saikei_namespace as _saikei
 
 # isort: split
 import jax
@@ -45,23 +48,6 @@ FEATURES = 128
 HIDDEN = 512
 BATCH = 32
 STACK_AXIS = "blocks"
-
-
-def _saikei() -> ModuleType:
-    from saikei import sk
-
-    return sk
-
-
-def _penzai() -> ModuleType:
-    from penzai import pz
-
-    return pz
-
-
-def _check(condition: bool, what: str) -> None:
-    if not condition:
-        raise AssertionError(f"sanity check failed: {what}")
 
 
 def _block_builder(lib: ModuleType) -> Callable[..., Any]:

@@ -31,6 +31,9 @@ from types import ModuleType
 from typing import Any
 
 import _harness  # first: pins XLA threads before jax starts
+from _harness import check as _check
+from _harness import penzai_namespace as _penzai
+from _harness import saikei_namespace as _saikei
 
 # isort: split
 import jax
@@ -58,23 +61,6 @@ N_ELEMENTS = (
     )
     + EMBEDDING
 )
-
-
-def _saikei() -> ModuleType:
-    from saikei import sk
-
-    return sk
-
-
-def _penzai() -> ModuleType:
-    from penzai import pz
-
-    return pz
-
-
-def _check(condition: bool, what: str) -> None:
-    if not condition:
-        raise AssertionError(f"sanity check failed: {what}")
 
 
 def _attention(lib: ModuleType, name: str, rng: jax.Array) -> Any:
