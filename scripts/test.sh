@@ -7,4 +7,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_setup_env.sh" "test"
 # Headless Chromium for tests/browser (apt-get; never fails the command).
 source scripts/_install_browser.sh
+# Real pretrained weights (GGUF) for tests/models/test_real_weights.py.
+source scripts/_install_weights.sh
 exec .venv/bin/python -m pytest -n auto "$@"

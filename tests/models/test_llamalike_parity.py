@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from saikei import sk  # noqa: E402
-from saikei.models.transformer import _hf_torch  # noqa: E402
+from saikei.models.transformer import _families  # noqa: E402
+from saikei.models.transformer.variants import _llamalike_hf  # noqa: E402
 
 _BASE = dict(
     vocab_size=64,
@@ -78,7 +79,7 @@ CASES = {
 def test_logits_match_transformers(case, use_layer_stack):
     cls_name, overrides = CASES[case]
     model = _hf_model(cls_name, **overrides)
-    lm = _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=use_layer_stack)
+    lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
     tokens = _tokens()
     np.testing.assert_allclose(
         _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
@@ -87,12 +88,12 @@ def test_logits_match_transformers(case, use_layer_stack):
 
 def test_mistral_window_is_shorter_than_sequence_and_matters():
     model = _hf_model("Mistral", num_key_value_heads=2, sliding_window=3)
-    lm = _hf_torch.llamalike_from_huggingface_model(model)
+    lm = _families.from_huggingface_model(model)
     tokens = _tokens(seq=10)
     ours = _our_logits(lm, tokens)
     np.testing.assert_allclose(ours, _hf_logits(model, tokens), atol=1e-5, rtol=0)
     model.config.sliding_window = None
-    full = _hf_torch.llamalike_from_huggingface_model(model)
+    full = _families.from_huggingface_model(model)
     assert np.abs(_our_logits(full, tokens) - ours)[:, 3:].max() > 1e-3
 
 
@@ -105,19 +106,19 @@ def test_qwen2_mixed_sliding_layers_match():
         sliding_window=3,
         max_window_layers=1,
     )
-    lm = _hf_torch.llamalike_from_huggingface_model(model)
+    lm = _families.from_huggingface_model(model)
     tokens = _tokens(seq=10)
     np.testing.assert_allclose(
         _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
     )
     with pytest.raises(ValueError, match="same attention type"):
-        _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=True)
+        _families.from_huggingface_model(model, use_layer_stack=True)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
 def test_left_padding_gives_unpadded_logits(use_layer_stack):
     model = _hf_model("Llama", num_key_value_heads=2)
-    lm = _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=use_layer_stack)
+    lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
     short = _tokens(seq=6, batch=1)
     pad = 3
     padded = np.concatenate([np.zeros((1, pad), dtype=short.dtype), short], axis=1)
@@ -143,7 +144,7 @@ def test_llama3_rope_scaling_matches(use_layer_stack):
             "rope_theta": 10000.0,
         },
     )
-    lm = _hf_torch.llamalike_from_huggingface_model(model, use_layer_stack=use_layer_stack)
+    lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
     tokens = _tokens()
     np.testing.assert_allclose(
         _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
@@ -157,12 +158,12 @@ def test_unsupported_rope_type_is_named():
         rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
     )
     with pytest.raises(ValueError, match="rope_type='dynamic'"):
-        _hf_torch.llamalike_from_huggingface_model(model)
+        _families.from_huggingface_model(model)
 
 
 def test_unsupported_model_type_is_named():
     with pytest.raises(ValueError, match="model_type='gpt2'"):
-        _hf_torch.llamalike_config_from_huggingface({"model_type": "gpt2"})
+        _llamalike_hf.config_from_hf({"model_type": "gpt2"})
 
 
 def test_unsupported_activation_is_named():
@@ -176,7 +177,7 @@ def test_unsupported_activation_is_named():
         "hidden_act": "relu",
     }
     with pytest.raises(ValueError, match="hidden_act='relu'"):
-        _hf_torch.llamalike_config_from_huggingface(cfg)
+        _llamalike_hf.config_from_hf(cfg)
 
 
 def test_partial_rotary_factor_is_named():
@@ -194,4 +195,4 @@ def test_partial_rotary_factor_is_named():
         },
     }
     with pytest.raises(ValueError, match=r"partial_rotary_factor=0\.5"):
-        _hf_torch.llamalike_config_from_huggingface(cfg)
+        _llamalike_hf.config_from_hf(cfg)

@@ -27,6 +27,11 @@ class TransformerMetadata:
       mlp_hidden_dim: Size of the feed-forward `neurons` axis.
       vocab_size: Size of the `vocabulary` axis.
       activation_dtype: The dtype of activations.
+      config: The builder config the model was made from (a frozen
+        dataclass such as `LlamalikeTransformerConfig`), or None. Exporting
+        (`save_pretrained`) and KV caching read it.
+      hf_model_type: The Hugging Face `model_type` the model was loaded from
+        (e.g. `"llama"`), or None.
 
     Example:
       >>> from saikei.models.transformer import model_parts
@@ -42,6 +47,8 @@ class TransformerMetadata:
     mlp_hidden_dim: int
     vocab_size: int
     activation_dtype: Any = jnp.float32
+    config: Any = None
+    hf_model_type: str | None = None
 
 
 @pytree_dataclass(has_implicitly_inherited_fields=True)

@@ -401,5 +401,6 @@ def build_llamalike_transformer(
         mlp_hidden_dim=config.mlp_hidden_dim,
         vocab_size=config.vocab_size,
         activation_dtype=config.activation_dtype,
+        config=config,
     )
     return model_parts.TransformerLM(body=nn.Sequential(layers), metadata=metadata)
