@@ -106,13 +106,12 @@ def test_qwen2_mixed_sliding_layers_match():
         sliding_window=3,
         max_window_layers=1,
     )
-    lm = _families.from_huggingface_model(model)
     tokens = _tokens(seq=10)
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
-    with pytest.raises(ValueError, match="same attention type"):
-        _families.from_huggingface_model(model, use_layer_stack=True)
+    expected = _hf_logits(model, tokens)
+    # [full, sliding, sliding] does not repeat: the LayerStack holds one step of all three.
+    for use_layer_stack in (False, True):
+        lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
+        np.testing.assert_allclose(_our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])

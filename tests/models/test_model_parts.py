@@ -76,10 +76,14 @@ def test_head_axes_follow_mha_gqa_mqa():
         assert dict(q.value.named_shape) == expected
 
 
-def test_mixed_attention_types_cannot_be_stacked():
+def test_mixed_attention_types_stack_by_their_period():
     types = (llamalike.AttentionTypeSlidingWindowCausal(2), llamalike.AttentionTypeGlobalCausal())
-    with pytest.raises(ValueError, match="same attention type"):
-        llamalike.build_llamalike_transformer(_config(attention_type=types, use_layer_stack=True))
+    cfg = _config(attention_type=types, num_decoder_blocks=3, use_layer_stack=True)
+    lm = llamalike.build_llamalike_transformer(cfg, jax.random.key(0))
+    shapes = {p.label: p.value.named_shape for p in sk.unbind_params(lm)[1]}
+    assert shapes["transformer/blocks/block_1/attention/output.weights"]["blocks"] == 1
+    assert "transformer/block_2/attention/output.weights" in shapes
+    assert lm(sk.nx.wrap(jnp.arange(5), "seq")).named_shape == {"seq": 5, "vocabulary": 11}
 
 
 def test_final_logit_softcap_bounds_logits():

@@ -13,7 +13,9 @@ Every supported Hugging Face `model_type` belongs to one *family*, a module in
   it exists and has exactly `shape` (the error names the tensor and both
   shapes). Label suffixes are the parameter labels without the model's name
   prefix (`"embedder.embeddings"`, `"block_0/attention/query.weights"`, or
-  `"blocks/..."` with a leading `blocks` axis under a LayerStack).
+  `"blocks/..."` with a leading `blocks` axis under a LayerStack; families
+  whose layers repeat with a period P > 1 stack super-blocks instead, see
+  `build_llamalike_transformer`).
 - `params_to_hf(config, model_type, values) -> {hf_name: np.ndarray}`: the
   inverse, for `save_pretrained`.
 - `config_to_hf(config, model_type) -> dict`: the inverse of `config_from_hf`.

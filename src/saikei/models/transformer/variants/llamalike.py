@@ -1,4 +1,4 @@
-"""The llama-like family: Llama, Mistral, Qwen2 and Qwen3 as configurations of one builder."""
+"""The llama-like family: Llama, Mistral, Qwen2/3 and Gemma 1/2/3, configurations of one builder."""
 
 from __future__ import annotations
 
@@ -16,19 +16,51 @@ _MASKED = -2.3819763e38
 
 
 @dataclasses.dataclass(frozen=True)
+class RoPESettings:
+    """The rotary position embedding of some attention blocks (see `sk.nn.ApplyRoPE`).
+
+    Attributes:
+      wavelength: The RoPE base (`rope_theta`).
+      scale_factor: Linear RoPE scaling (positions divided by it).
+      llama3_scaling: Llama 3.1 frequency scaling `(factor, low_freq_factor,
+        high_freq_factor, original_max_position_embeddings)`, or None.
+
+    Example:
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> llamalike.RoPESettings(10_000.0).scale_factor
+      1.0
+    """
+
+    wavelength: float
+    scale_factor: float = 1.0
+    llama3_scaling: tuple[float, float, float, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class AttentionTypeGlobalCausal:
     """Full causal attention.
+
+    Attributes:
+      rope: The RoPE of blocks of this type, or None for the config's
+        (`rope_wavelength`, `rope_scale_factor`, `rope_llama3_scaling`).
 
     Example:
       >>> from saikei.models.transformer.variants import llamalike
       >>> llamalike.AttentionTypeGlobalCausal()
-      AttentionTypeGlobalCausal()
+      AttentionTypeGlobalCausal(rope=None)
     """
+
+    rope: RoPESettings | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class AttentionTypeSlidingWindowCausal:
     """Causal attention that sees only the last `window_size` tokens (itself included).
+
+    Attributes:
+      window_size: How many tokens each query sees, itself included.
+      rope: The RoPE of blocks of this type, or None for the config's (Gemma 3
+        gives its local layers their own RoPE base).
 
     Example:
       >>> from saikei.models.transformer.variants import llamalike
@@ -37,6 +69,7 @@ class AttentionTypeSlidingWindowCausal:
     """
 
     window_size: int
+    rope: RoPESettings | None = None
 
 
 AttentionType = AttentionTypeGlobalCausal | AttentionTypeSlidingWindowCausal
@@ -58,7 +91,8 @@ class LlamalikeTransformerConfig:
       tie_embedder_and_logits: Decode logits with the embedding table.
       rope_wavelength: RoPE base (`rope_theta`).
       rms_norm_eps: Epsilon of every RMS norm.
-      attention_type: One attention type for all blocks or one per block.
+      attention_type: One attention type for all blocks, or a sequence of
+        types: one per block, or a shorter pattern that repeats.
       use_post_attn_norm: Normalize the attention output before the residual add.
       use_post_ffw_norm: Normalize the feed-forward output before the residual add.
       final_logit_softcap: Tanh soft cap on the logits, or None.
@@ -66,7 +100,9 @@ class LlamalikeTransformerConfig:
       query_scaling_factor: "default" (`projection_dim ** -0.5`) or a float.
       parameter_dtype: Dtype of the parameters.
       activation_dtype: Dtype of the activations.
-      use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
+      use_layer_stack: Build the blocks as one `sk.nn.LayerStack` (see
+        `build_llamalike_transformer` for the layout when the blocks' attention
+        types alternate).
       attention_bias: Bias on the query, key and value projections.
       attention_output_bias: Bias on the attention output projection.
       mlp_bias: Bias on the feed-forward projections.
@@ -75,6 +111,8 @@ class LlamalikeTransformerConfig:
       rope_llama3_scaling: Llama 3.1 RoPE frequency scaling `(factor,
         low_freq_factor, high_freq_factor, original_max_position_embeddings)`,
         or None (see `sk.nn.ApplyRoPE`).
+      scale_embeddings: Multiply the token embeddings by `sqrt(embedding_dim)`
+        (in the activation dtype), as Gemma does.
 
     Example:
       >>> from saikei.models.transformer.variants import llamalike
@@ -111,6 +149,7 @@ class LlamalikeTransformerConfig:
     use_qk_norm: bool = False
     rope_scale_factor: float = 1.0
     rope_llama3_scaling: tuple[float, float, float, float] | None = None
+    scale_embeddings: bool = False
 
 
 def _head_axes(config: LlamalikeTransformerConfig) -> tuple[dict[str, int], dict[str, int]]:
@@ -134,6 +173,28 @@ def _projection(
     return nn.Linear.from_config(name, rng, in_axes, out_axes, dtype=dtype)
 
 
+def rope_settings_of(
+    config: LlamalikeTransformerConfig, attention_type: AttentionType
+) -> RoPESettings:
+    """The RoPE that blocks of `attention_type` use: the type's own, else the config's.
+
+    Example:
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=1, query_head_multiplier=1,
+      ...     embedding_dim=4, projection_dim=4, mlp_hidden_dim=8, num_decoder_blocks=1,
+      ...     vocab_size=5, rope_wavelength=500.0)
+      >>> llamalike.rope_settings_of(cfg, llamalike.AttentionTypeGlobalCausal()).wavelength
+      500.0
+    """
+    if attention_type.rope is not None:
+        return attention_type.rope
+    return RoPESettings(
+        wavelength=config.rope_wavelength,
+        scale_factor=config.rope_scale_factor,
+        llama3_scaling=config.rope_llama3_scaling,
+    )
+
+
 def _attention(
     name: str,
     rng: jax.Array | None,
@@ -146,12 +207,14 @@ def _attention(
     dtype = config.parameter_dtype
     bias = config.attention_bias
 
+    rope_settings = rope_settings_of(config, attention_type)
+
     def rope() -> nn.ApplyRoPE:
         return nn.ApplyRoPE(
             embedding_axis="projection",
-            max_wavelength=config.rope_wavelength,
-            scale_factor=config.rope_scale_factor,
-            llama3_scaling=config.rope_llama3_scaling,
+            max_wavelength=rope_settings.wavelength,
+            scale_factor=rope_settings.scale_factor,
+            llama3_scaling=rope_settings.llama3_scaling,
         )
 
     def qk_norm(which: str) -> list[Any]:
@@ -311,12 +374,100 @@ def _attention_types(config: LlamalikeTransformerConfig) -> list[AttentionType]:
     return [types[i % len(types)] for i in range(config.num_decoder_blocks)]
 
 
+def layer_stack_period(config: LlamalikeTransformerConfig) -> int:
+    """How many consecutive blocks one step of the model's LayerStack holds.
+
+    The smallest `P` such that block `i` has the attention type of block
+    `i % P` for every `i`: 1 when all blocks are alike, 2 for Gemma 2's
+    alternating local/global layers, 6 for Gemma 3's usual five local layers
+    and one global one. See `build_llamalike_transformer` for the layout.
+
+    Example:
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> local, full = (llamalike.AttentionTypeSlidingWindowCausal(8),
+      ...     llamalike.AttentionTypeGlobalCausal())
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=1, query_head_multiplier=1,
+      ...     embedding_dim=4, projection_dim=4, mlp_hidden_dim=8, num_decoder_blocks=5,
+      ...     vocab_size=5, attention_type=(local, full))
+      >>> llamalike.layer_stack_period(cfg)
+      2
+    """
+    types = _attention_types(config)
+    for period in range(1, len(types)):
+        if all(t == types[i % period] for i, t in enumerate(types)):
+            return period
+    return max(len(types), 1)
+
+
+def _period_blocks(
+    name: str,
+    init_base_rng: jax.Array | None,
+    config: LlamalikeTransformerConfig,
+    attention_types: tuple[AttentionType, ...],
+) -> nn.Sequential:
+    blocks = []
+    for j, attention_type in enumerate(attention_types):
+        rng = None if init_base_rng is None else jax.random.fold_in(init_base_rng, j)
+        blocks.append(_block(f"{name}/block_{j}", rng, config, attention_type))
+    return nn.Sequential(blocks)
+
+
+def _blocks(
+    name: str, init_base_rng: jax.Array | None, config: LlamalikeTransformerConfig
+) -> list[Any]:
+    types = _attention_types(config)
+
+    def listed(indices: range) -> list[Any]:
+        return [
+            _block(
+                f"{name}/block_{i}",
+                None if init_base_rng is None else jax.random.fold_in(init_base_rng, i),
+                config,
+                types[i],
+            )
+            for i in indices
+        ]
+
+    if not config.use_layer_stack or not types:
+        return listed(range(len(types)))
+    period = layer_stack_period(config)
+    steps = len(types) // period
+    if period == 1:
+        builder: Any = _block
+        kwargs: dict[str, Any] = {"attention_type": types[0]}
+    else:
+        builder = _period_blocks
+        kwargs = {"attention_types": tuple(types[:period])}
+    stack = nn.LayerStack.from_sublayer_builder(
+        builder,
+        "blocks",
+        steps,
+        init_base_rng,
+        {"name": f"{name}/blocks", "config": config, **kwargs},
+    )
+    return [stack, *listed(range(steps * period, len(types)))]
+
+
 def build_llamalike_transformer(
     config: LlamalikeTransformerConfig,
     init_base_rng: jax.Array | None = None,
     name: str = "transformer",
 ) -> model_parts.TransformerLM:
     """Builds a llama-like `TransformerLM` from `sk.nn` combinators.
+
+    Parameter labels start with `name`. Block `i` is labelled `block_{i}/...`
+    (e.g. `transformer/block_3/attention/query.weights`), except under
+    `config.use_layer_stack`:
+
+    * when every block has the same attention type, all blocks form one
+      `sk.nn.LayerStack` labelled `blocks/...`, whose values have a leading
+      `blocks` axis (block `i` is slice `i`);
+    * when the attention types repeat with a period `P > 1` (see
+      `layer_stack_period`), each step of the stack is a `Sequential` of `P`
+      blocks labelled `blocks/block_{j}/...` for `j < P`: block `i` is slice
+      `i // P` of `blocks/block_{i % P}/...`. The `num_decoder_blocks % P`
+      blocks left over follow the stack as `block_{i}/...`, labelled by their
+      index `i` in the model.
 
     Args:
       config: The architecture.
@@ -347,32 +498,19 @@ def build_llamalike_transformer(
             )
     emb = {"embedding": config.embedding_dim}
     dtype = config.parameter_dtype
-    types = _attention_types(config)
     table = nn.EmbeddingTable.from_config(
         f"{name}/embedder", init_base_rng, config.vocab_size, emb, dtype=dtype
     )
     layers: list[Any] = [nn.EmbeddingLookup(table)]
     if config.activation_dtype != dtype:
         layers.append(nn.CastToDType(config.activation_dtype))
-    if config.use_layer_stack:
-        if any(t != types[0] for t in types):
-            raise ValueError(
-                "build_llamalike_transformer: use_layer_stack needs every block to have the same"
-                f" attention type, got {types}; use use_layer_stack=False."
-            )
-        layers.append(
-            nn.LayerStack.from_sublayer_builder(
-                _block,
-                "blocks",
-                config.num_decoder_blocks,
-                init_base_rng,
-                {"name": f"{name}/blocks", "config": config, "attention_type": types[0]},
-            )
+    if config.scale_embeddings:
+        # Rounded to float32 first, then to the activation dtype, as transformers does.
+        sqrt_dim = jnp.asarray(config.embedding_dim**0.5, jnp.float32).astype(
+            config.activation_dtype
         )
-    else:
-        for i, attention_type in enumerate(types):
-            rng = None if init_base_rng is None else jax.random.fold_in(init_base_rng, i)
-            layers.append(_block(f"{name}/block_{i}", rng, config, attention_type))
+        layers.append(nn.ConstantRescale(sqrt_dim))
+    layers.extend(_blocks(name, init_base_rng, config))
     layers.append(
         nn.RMSLayerNorm.from_config(
             f"{name}/final_norm", init_base_rng, emb, epsilon=config.rms_norm_eps, dtype=dtype
