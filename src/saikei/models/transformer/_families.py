@@ -126,6 +126,8 @@ def arrange_blocks(
 ) -> dict[str, nx.NamedArray]:
     """Places per-layer values under `block_{i}/` or stacks them under `blocks/`.
 
+    Stacking empties the given per-layer dicts (to bound peak memory).
+
     Example:
       >>> from saikei import sk
       >>> from saikei.models.transformer import _families
@@ -141,9 +143,11 @@ def arrange_blocks(
             for key, value in layer.items():
                 out[f"block_{i}/{key}"] = value
         return out
-    for key in per_layer[0]:
+    for key in list(per_layer[0]):
         names = per_layer[0][key].axis_names
-        stacked = jnp.stack([layer[key].untag(*names).data_array for layer in per_layer])
+        # Pop each layer's array as it is stacked, so that loading holds at
+        # most one parameter kind twice, never the whole model.
+        stacked = jnp.stack([layer.pop(key).untag(*names).data_array for layer in per_layer])
         out[f"blocks/{key}"] = nx.wrap(stacked, "blocks", *names)
     return out
 

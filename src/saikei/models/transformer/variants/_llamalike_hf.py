@@ -167,6 +167,10 @@ def _attention_types(cfg: Mapping[str, Any], model_type: str) -> Any:
             model_type,
             f"It must have num_hidden_layers={cfg['num_hidden_layers']} entries.",
         )
+    if types and all(t == types[0] for t in types):
+        # One type for every layer (transformers 5 spells out layer_types even
+        # then): keep the short form, so config_to_hf/config_from_hf round-trip.
+        return types[0]
     return tuple(types)
 
 
@@ -244,12 +248,16 @@ def config_from_hf(hf_config: Any) -> llamalike.LlamalikeTransformerConfig:
     attention_type = _attention_types(cfg, model_type)
     if model_type == "gemma3_text":
         rope, local_rope = _gemma3_ropes(cfg)
-        attention_type = tuple(
-            dataclasses.replace(t, rope=local_rope)
-            if isinstance(t, llamalike.AttentionTypeSlidingWindowCausal)
-            else t
-            for t in attention_type
-        )
+
+        def with_local_rope(t: Any) -> Any:
+            if isinstance(t, llamalike.AttentionTypeSlidingWindowCausal):
+                return dataclasses.replace(t, rope=local_rope)
+            return t
+
+        if isinstance(attention_type, tuple):
+            attention_type = tuple(with_local_rope(t) for t in attention_type)
+        else:
+            attention_type = with_local_rope(attention_type)
     else:
         rope = _rope(cfg, model_type)
     query_scale: float | str = "default"
