@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,16 +11,20 @@ transformers = pytest.importorskip("transformers")
 from saikei import sk  # noqa: E402
 from saikei.models.transformer import _families  # noqa: E402
 from saikei.models.transformer.variants import _llamalike_hf, llamalike  # noqa: E402
+from tests.models._hf_helpers import (  # noqa: E402
+    TINY_LLAMA,
+    hf_logits,
+    hf_state,
+    left_padded,
+    our_logits,
+    random_hf_model,
+    random_tokens,
+)
 
 _BASE = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
+    TINY_LLAMA,
     num_key_value_heads=2,
     head_dim=8,
-    rms_norm_eps=1e-5,
     # Larger weights than the default 0.02 make soft caps and scalings visible.
     initializer_range=0.1,
 )
@@ -33,33 +36,8 @@ _CLASSES = {
 
 
 def _hf_model(model_type: str, **overrides):
-    torch.manual_seed(0)
-    config_name, model_name = _CLASSES[model_type]
-    config = getattr(transformers, config_name)(**{**_BASE, **overrides})
-    model = getattr(transformers, model_name)(config).float().eval()
     # Gemma norms start at zero (scale 1 + 0); random ones show a wrong mapping.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
-
-
-def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.numpy()
-
-
-def _our_logits(lm, tokens: np.ndarray, positions=None) -> np.ndarray:
-    kwargs = {}
-    if positions is not None:
-        kwargs["token_positions"] = sk.nx.wrap(jnp.asarray(positions), "batch", "seq")
-    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"), **kwargs)
-    return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
+    return random_hf_model(*_CLASSES[model_type], {**_BASE, **overrides})
 
 
 CASES = {
@@ -126,17 +104,15 @@ def test_logits_match_transformers(case, use_layer_stack):
     model_type, overrides = CASES[case]
     model = _hf_model(model_type, **overrides)
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 def test_every_gemma_setting_changes_the_logits():
     # Guards the parity tests: dropping any one Gemma feature moves the logits.
     gemma3 = _hf_model("gemma3_text", **CASES["gemma3_pattern3_linear_rope"][1])
     gemma2 = _hf_model("gemma2", **CASES["gemma2_gqa_softcaps"][1])
-    tokens = _tokens()
+    tokens = random_tokens()
     for hf_model, changes in (
         (
             gemma2,
@@ -150,12 +126,12 @@ def test_every_gemma_setting_changes_the_logits():
         (gemma3, [dict(rope_scale_factor=1.0), dict(rope_wavelength=10_000.0)]),
     ):
         lm = _families.from_huggingface_model(hf_model)
-        reference = _hf_logits(hf_model, tokens)
+        reference = hf_logits(hf_model, tokens)
         params = sk.unbind_params(lm)[1]
         for change in changes:
             config = dataclasses.replace(lm.metadata.config, **change)
             changed = sk.bind_variables(llamalike.build_llamalike_transformer(config), params)
-            assert np.abs(_our_logits(changed, tokens) - reference).max() > 1e-3, change
+            assert np.abs(our_logits(changed, tokens) - reference).max() > 1e-3, change
 
 
 def test_gemma3_local_layers_use_their_own_rope():
@@ -173,16 +149,16 @@ def test_gemma3_local_layers_use_their_own_rope():
         ),
         sk.unbind_params(lm)[1],
     )
-    tokens = _tokens()
-    assert np.abs(_our_logits(changed, tokens) - _hf_logits(model, tokens)).max() > 1e-3
+    tokens = random_tokens()
+    assert np.abs(our_logits(changed, tokens) - hf_logits(model, tokens)).max() > 1e-3
 
 
 def test_sliding_window_of_w_sees_w_tokens_including_itself():
     model = _hf_model("gemma2", num_hidden_layers=2, sliding_window=3)
-    tokens = _tokens(seq=10)
-    expected = _hf_logits(model, tokens)
+    tokens = random_tokens(seq=10)
+    expected = hf_logits(model, tokens)
     lm = _families.from_huggingface_model(model)
-    np.testing.assert_allclose(_our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
     params = sk.unbind_params(lm)[1]
     for window in (2, 4):
         config = dataclasses.replace(
@@ -193,7 +169,7 @@ def test_sliding_window_of_w_sees_w_tokens_including_itself():
             ),
         )
         other = sk.bind_variables(llamalike.build_llamalike_transformer(config), params)
-        got = _our_logits(other, tokens)
+        got = our_logits(other, tokens)
         # Positions before the window fills agree; later ones do not.
         np.testing.assert_allclose(got[:, :2], expected[:, :2], atol=1e-5, rtol=0)
         assert np.abs(got - expected)[:, 3:].max() > 1e-3, window
@@ -203,12 +179,11 @@ def test_sliding_window_of_w_sees_w_tokens_including_itself():
 def test_gemma2_left_padding_gives_unpadded_logits(use_layer_stack):
     model = _hf_model("gemma2", num_hidden_layers=3, sliding_window=3)
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    short = _tokens(seq=8, batch=1)
+    short = random_tokens(seq=8, batch=1)
     pad = 3
-    padded = np.concatenate([np.zeros((1, pad), dtype=short.dtype), short], axis=1)
-    positions = np.concatenate([-np.ones((1, pad), dtype=np.int32), np.arange(8)[None]], axis=1)
-    got = _our_logits(lm, padded, positions)[:, pad:]
-    np.testing.assert_allclose(got, _hf_logits(model, short), atol=1e-5, rtol=0)
+    padded, positions = left_padded(short, pad)
+    got = our_logits(lm, padded, positions)[:, pad:]
+    np.testing.assert_allclose(got, hf_logits(model, short), atol=1e-5, rtol=0)
 
 
 def test_layer_stack_labels_follow_the_attention_period():
@@ -234,19 +209,12 @@ def test_layer_stack_labels_follow_the_attention_period():
     assert "transformer/blocks/attention/query.weights" in labels
 
 
-def _checkpoint(model) -> dict[str, np.ndarray]:
-    state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    if model.config.tie_word_embeddings:
-        del state["lm_head.weight"]
-    return state
-
-
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_params_to_hf_inverts_params_from_hf(case, use_layer_stack):
     model_type, overrides = CASES[case]
     model = _hf_model(model_type, **overrides)
-    tensors = _checkpoint(model)
+    tensors = hf_state(model)
     config = dataclasses.replace(
         _llamalike_hf.config_from_hf(model.config.to_dict()), use_layer_stack=use_layer_stack
     )
@@ -296,9 +264,9 @@ def test_exported_checkpoint_loads_in_transformers_with_the_same_logits(case):
     )
     assert not unexpected
     assert set(missing) <= ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
-    tokens = _tokens()
+    tokens = random_tokens()
     np.testing.assert_allclose(
-        _hf_logits(reloaded, tokens), _hf_logits(model, tokens), atol=1e-6, rtol=0
+        hf_logits(reloaded, tokens), hf_logits(model, tokens), atol=1e-6, rtol=0
     )
 
 

@@ -7,7 +7,6 @@ The oracles are the original `transformers` model the file was written from and
 import os
 import shutil
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,21 +15,19 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from saikei import sk  # noqa: E402
 from saikei.models.transformer import _gguf, loading  # noqa: E402
+from tests.models._hf_helpers import (  # noqa: E402
+    TINY_LLAMA,
+    hf_logits,
+    our_logits,
+    random_hf_model,
+    random_tokens,
+)
 
 torch.set_num_threads(1)
 
 Q = gguf.GGMLQuantizationType
-_TINY = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    rms_norm_eps=1e-5,
-)
+_TINY = dict(TINY_LLAMA, intermediate_size=64, num_key_value_heads=2)
 
 # HF module names -> GGUF names, as llama.cpp's converter names them.
 _BLOCK = {
@@ -69,15 +66,9 @@ def _llamacpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def _hf_model(cls_name: str, config_name: str | None = None, **overrides):
-    torch.manual_seed(0)
-    config_cls = getattr(transformers, f"{config_name or cls_name}Config")
-    config = config_cls(**{**_TINY, **overrides})
-    model = getattr(transformers, f"{cls_name}ForCausalLM")(config).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model
+    return random_hf_model(
+        f"{config_name or cls_name}Config", f"{cls_name}ForCausalLM", {**_TINY, **overrides}
+    )
 
 
 def _byte_level_vocab(size: int) -> tuple[list[str], list[str]]:
@@ -199,20 +190,6 @@ def _bytes_of(path) -> bytes:
         return f.read()
 
 
-def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
-
-
-def _ours(lm, tokens: np.ndarray) -> np.ndarray:
-    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"))
-    return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
-
-
-def _theirs(model, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.float().numpy()
-
-
 def _transformers_from_gguf(path: str):
     return transformers.AutoModelForCausalLM.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
@@ -227,11 +204,11 @@ def test_llama_gguf_matches_source_model_and_transformers(tmp_path, use_layer_st
     model = _hf_model("Llama")
     path = _gguf_from_hf(model, "llama", tmp_path / "llama.gguf")
     lm = loading.load_pretrained(path, use_layer_stack=use_layer_stack, progress=False)
-    tokens = _tokens()
-    ours = _ours(lm, tokens)
-    np.testing.assert_allclose(ours, _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    ours = our_logits(lm, tokens)
+    np.testing.assert_allclose(ours, hf_logits(model, tokens), atol=1e-5, rtol=0)
     np.testing.assert_allclose(
-        ours, _theirs(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
+        ours, hf_logits(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
     )
 
 
@@ -242,9 +219,9 @@ def test_llama_query_key_permutation_matters(tmp_path):
     path = str(tmp_path / "plain.gguf")
     tensors = {_gguf_name(k, "llama"): v.detach().numpy() for k, v in model.state_dict().items()}
     _write(path, "llama", _model_metadata("llama", model.config), tensors)
-    tokens = _tokens()
-    ours = _ours(loading.load_pretrained(path, progress=False), tokens)
-    assert np.abs(ours - _theirs(model, tokens)).max() > 1e-3
+    tokens = random_tokens()
+    ours = our_logits(loading.load_pretrained(path, progress=False), tokens)
+    assert np.abs(ours - hf_logits(model, tokens)).max() > 1e-3
 
 
 def test_quantized_llama_gguf_matches_transformers(tmp_path):
@@ -264,13 +241,13 @@ def test_quantized_llama_gguf_matches_transformers(tmp_path):
         )
     path = _gguf_from_hf(model, "llama", tmp_path / "q.gguf", qtypes)
     lm = loading.load_pretrained(path, progress=False)
-    tokens = _tokens()
-    ours = _ours(lm, tokens)
+    tokens = random_tokens()
+    ours = our_logits(lm, tokens)
     np.testing.assert_allclose(
-        ours, _theirs(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
+        ours, hf_logits(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
     )
     # Quantization error is visible, but small against the float model.
-    diff = np.abs(ours - _theirs(model, tokens)).max()
+    diff = np.abs(ours - hf_logits(model, tokens)).max()
     assert 1e-5 < diff < 0.1
 
 
@@ -289,12 +266,12 @@ def test_qwen_gguf_matches_source_model(tmp_path, cls_name, arch, overrides):
     model = _hf_model(cls_name, **overrides)
     path = _gguf_from_hf(model, arch, tmp_path / f"{arch}.gguf")
     lm = loading.load_pretrained(path, progress=False)
-    tokens = _tokens()
-    ours = _ours(lm, tokens)
-    np.testing.assert_allclose(ours, _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    ours = our_logits(lm, tokens)
+    np.testing.assert_allclose(ours, hf_logits(model, tokens), atol=1e-5, rtol=0)
     if not overrides:
         np.testing.assert_allclose(
-            ours, _theirs(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
+            ours, hf_logits(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
         )
 
 
@@ -335,12 +312,12 @@ def test_gemma_gguf_matches_source_model_and_transformers(tmp_path, arch):
     model = _hf_model(cls_name, config_name, tie_word_embeddings=True, **overrides)
     path = _gguf_from_hf(model, arch, tmp_path / f"{arch}.gguf")
     lm = loading.load_pretrained(path, progress=False)
-    tokens = _tokens()
-    ours = _ours(lm, tokens)
-    np.testing.assert_allclose(ours, _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    ours = our_logits(lm, tokens)
+    np.testing.assert_allclose(ours, hf_logits(model, tokens), atol=1e-5, rtol=0)
     if arch != "gemma":  # transformers reads no Gemma 1 GGUF files
         np.testing.assert_allclose(
-            ours, _theirs(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
+            ours, hf_logits(_transformers_from_gguf(path), tokens), atol=1e-5, rtol=0
         )
 
 
@@ -595,5 +572,5 @@ def test_gguf_file_without_suffix_is_recognised(tmp_path):
     plain = tmp_path / "model.bin.q"
     shutil.copy(path, plain)
     lm = loading.load_pretrained(plain, progress=False)
-    tokens = _tokens()
-    np.testing.assert_allclose(_ours(lm, tokens), _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)

@@ -13,48 +13,26 @@ transformers = pytest.importorskip("transformers")
 from saikei import sk  # noqa: E402
 from saikei.models.transformer import _families  # noqa: E402
 from saikei.models.transformer.variants import _gpt2_hf, gpt2  # noqa: E402
+from tests.models._hf_helpers import (  # noqa: E402
+    hf_logits,
+    hf_state,
+    left_padded,
+    our_logits,
+    random_hf_model,
+    random_tokens,
+    slot_labels,
+)
 
 _BASE = dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16)
 
 
 def _hf_model(**overrides):
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(**{**_BASE, "bos_token_id": 0, "eos_token_id": 0, **overrides})
-    model = transformers.GPT2LMHeadModel(config).float().eval()
-    # Random (not one / zero) norms and biases so a wrong mapping shows up, and
-    # sharper attention than the tiny init gives, so positions matter.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-            if name.endswith("c_attn.weight"):
-                p.mul_(8.0)
-    return model
-
-
-def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
-
-
-def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.numpy()
-
-
-def _our_logits(lm, tokens: np.ndarray, positions=None) -> np.ndarray:
-    kwargs = {}
-    if positions is not None:
-        kwargs["token_positions"] = sk.nx.wrap(jnp.asarray(positions), "batch", "seq")
-    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"), **kwargs)
-    return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
-
-
-def _state(model) -> dict[str, np.ndarray]:
-    # As `save_pretrained` writes it: the tied lm_head is not stored.
-    state = {k: v.numpy() for k, v in model.state_dict().items()}
-    if model.config.tie_word_embeddings:
-        del state["lm_head.weight"]
-    return state
+    return random_hf_model(
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        {**_BASE, "bos_token_id": 0, "eos_token_id": 0, **overrides},
+        sharpen={"c_attn.weight": 8.0},
+    )
 
 
 CASES = {
@@ -70,25 +48,20 @@ CASES = {
 def test_logits_match_transformers(case, use_layer_stack):
     model = _hf_model(**CASES[case])
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
 def test_left_padding_gives_unpadded_logits(use_layer_stack):
     model = _hf_model()
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    short = _tokens(seq=6, batch=2)
+    short = random_tokens(seq=6, batch=2)
     pad = 3
-    padded = np.concatenate([np.zeros((2, pad), dtype=short.dtype), short], axis=1)
-    positions = np.concatenate(
-        [-np.ones((2, pad), dtype=np.int32), np.tile(np.arange(6), (2, 1))], axis=1
-    )
-    got = _our_logits(lm, padded, positions)
+    padded, positions = left_padded(short, pad)
+    got = our_logits(lm, padded, positions)
     assert np.isfinite(got).all()
-    np.testing.assert_allclose(got[:, pad:], _hf_logits(model, short), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got[:, pad:], hf_logits(model, short), atol=1e-5, rtol=0)
 
 
 def test_positions_come_from_the_side_input():
@@ -97,27 +70,27 @@ def test_positions_come_from_the_side_input():
     # same position_ids.
     model = _hf_model()
     lm = _families.from_huggingface_model(model)
-    tokens = _tokens(seq=6)
+    tokens = random_tokens(seq=6)
     shifted = np.tile(np.arange(2, 8), (2, 1))
-    ours = _our_logits(lm, tokens, shifted)
+    ours = our_logits(lm, tokens, shifted)
     with torch.no_grad():
         theirs = model(torch.tensor(tokens), position_ids=torch.tensor(shifted)).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
-    assert np.abs(ours - _our_logits(lm, tokens)).max() > 1e-3
+    assert np.abs(ours - our_logits(lm, tokens)).max() > 1e-3
 
 
 def test_positions_past_the_table_raise():
     lm = _families.from_huggingface_model(_hf_model())
     tokens = np.zeros((1, 3), dtype=np.int32)
     with pytest.raises(ValueError, match="16 learned position embeddings"):
-        _our_logits(lm, tokens, np.array([[14, 15, 16]]))
+        our_logits(lm, tokens, np.array([[14, 15, 16]]))
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_params_round_trip_to_hf_names(use_layer_stack, tied):
     model = _hf_model(tie_word_embeddings=tied)
-    state = _state(model)
+    state = hf_state(model)
     config = dataclasses.replace(
         _gpt2_hf.config_from_hf(model.config.to_dict()), use_layer_stack=use_layer_stack
     )
@@ -133,21 +106,19 @@ def test_openai_checkpoint_names_and_buffers_load():
     # The original checkpoints have no `transformer.` prefix and carry the
     # causal-mask buffers `h.{i}.attn.bias` / `masked_bias`.
     model = _hf_model()
-    state = {k.removeprefix("transformer."): v for k, v in _state(model).items()}
+    state = {k.removeprefix("transformer."): v for k, v in hf_state(model).items()}
     for i in range(2):
         state[f"h.{i}.attn.bias"] = np.ones((1, 1, 16, 16), dtype=np.float32)
         state[f"h.{i}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
     shapes = {k: v.shape for k, v in state.items()}
     lm = _families.model_from_hf_tensors(model.config.to_dict(), state.__getitem__, shapes)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 def test_misshapen_tensor_is_named():
     model = _hf_model()
-    state = _state(model)
+    state = hf_state(model)
     state["transformer.h.1.mlp.c_fc.weight"] = state["transformer.h.1.mlp.c_fc.weight"].T
     shapes = {k: v.shape for k, v in state.items()}
     with pytest.raises(ValueError, match=r"h\.1\.mlp\.c_fc\.weight.*\(128, 32\)"):
@@ -176,9 +147,9 @@ def test_saved_model_loads_in_transformers():
     )
     # The tied lm_head is the embedding table itself, so it needs no tensor.
     assert not unexpected and missing == ["lm_head.weight"]
-    tokens = _tokens()
+    tokens = random_tokens()
     np.testing.assert_allclose(
-        _hf_logits(reloaded, tokens), _hf_logits(model, tokens), atol=1e-6, rtol=0
+        hf_logits(reloaded, tokens), hf_logits(model, tokens), atol=1e-6, rtol=0
     )
 
 
@@ -226,9 +197,8 @@ def test_builder_slots_are_what_the_mapping_fills(use_layer_stack):
     )
     lm = gpt2.build_gpt2_transformer(cfg, None, name="m")
     assert lm.metadata.config == cfg
-    slots = {s.label for s in sk.select(lm).at_instances_of(sk.ParameterSlot).get_sequence()}
     values = _gpt2_hf.params_from_hf(cfg, "gpt2", lambda k, s: np.ones(s))
-    assert slots == {f"m/{k}" for k in values}
+    assert slot_labels(lm) == {f"m/{k}" for k in values}
 
 
 def test_jitted_padded_call_matches_eager():

@@ -13,47 +13,26 @@ transformers = pytest.importorskip("transformers")
 from saikei import sk  # noqa: E402
 from saikei.models.transformer import _families  # noqa: E402
 from saikei.models.transformer.variants import _gpt_neox_hf, gpt_neox  # noqa: E402
-
-_BASE = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    layer_norm_eps=1e-5,
+from tests.models._hf_helpers import (  # noqa: E402
+    TINY_SIZES,
+    hf_logits,
+    left_padded,
+    our_logits,
+    random_hf_model,
+    random_tokens,
+    slot_labels,
 )
+
+_BASE = dict(TINY_SIZES, layer_norm_eps=1e-5)
 
 
 def _hf_model(**overrides):
-    torch.manual_seed(0)
-    config = transformers.GPTNeoXConfig(**{**_BASE, **overrides})
-    model = transformers.GPTNeoXForCausalLM(config).float().eval()
-    # Random (not one / zero) norms and biases so a wrong mapping shows up.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "layernorm" in name or "layer_norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-            # Sharper attention than the tiny init gives, so positions matter.
-            if name.endswith("query_key_value.weight"):
-                p.mul_(8.0)
-    return model
-
-
-def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
-
-
-def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.numpy()
-
-
-def _our_logits(lm, tokens: np.ndarray, positions=None) -> np.ndarray:
-    kwargs = {}
-    if positions is not None:
-        kwargs["token_positions"] = sk.nx.wrap(jnp.asarray(positions), "batch", "seq")
-    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"), **kwargs)
-    return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
+    return random_hf_model(
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        {**_BASE, **overrides},
+        sharpen={"query_key_value.weight": 8.0},
+    )
 
 
 CASES = {
@@ -81,10 +60,8 @@ CASES = {
 def test_logits_match_transformers(case, use_layer_stack):
     model = _hf_model(**CASES[case])
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 def test_rotation_is_partial_and_applied():
@@ -93,8 +70,8 @@ def test_rotation_is_partial_and_applied():
     # fully rotated one (the subset is respected).
     partial = _hf_model(rotary_pct=0.25)
     lm = _families.from_huggingface_model(partial)
-    tokens = _tokens()
-    ours = _our_logits(lm, tokens)
+    tokens = random_tokens()
+    ours = our_logits(lm, tokens)
     cfg = lm.metadata.config
     for other in (
         dataclasses.replace(cfg, rotary_pct=0.0),
@@ -102,7 +79,7 @@ def test_rotation_is_partial_and_applied():
     ):
         slots = gpt_neox.build_gpt_neox_transformer(other, None)
         rebound = sk.bind_variables(slots, sk.unbind_params(lm)[1])
-        assert np.abs(_our_logits(rebound, tokens) - ours).max() > 1e-3
+        assert np.abs(our_logits(rebound, tokens) - ours).max() > 1e-3
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
@@ -110,12 +87,11 @@ def test_rotation_is_partial_and_applied():
 def test_left_padding_gives_unpadded_logits(use_layer_stack, parallel):
     model = _hf_model(use_parallel_residual=parallel)
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    short = _tokens(seq=6, batch=1)
+    short = random_tokens(seq=6, batch=1)
     pad = 3
-    padded = np.concatenate([np.zeros((1, pad), dtype=short.dtype), short], axis=1)
-    positions = np.concatenate([-np.ones((1, pad), dtype=np.int32), np.arange(6)[None]], axis=1)
-    got = _our_logits(lm, padded, positions)[:, pad:]
-    np.testing.assert_allclose(got, _hf_logits(model, short), atol=1e-5, rtol=0)
+    padded, positions = left_padded(short, pad)
+    got = our_logits(lm, padded, positions)[:, pad:]
+    np.testing.assert_allclose(got, hf_logits(model, short), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
@@ -143,13 +119,13 @@ def test_lm_head_loads_under_either_name():
     model = _hf_model()
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     cfg = model.config.to_dict()
-    tokens = _tokens()
-    expected = _hf_logits(model, tokens)
+    tokens = random_tokens()
+    expected = hf_logits(model, tokens)
     for name in ("lm_head.weight", "embed_out.weight"):
         renamed = {(name if k == "lm_head.weight" else k): v for k, v in state.items()}
         shapes = {k: v.shape for k, v in renamed.items()}
         lm = _families.model_from_hf_tensors(cfg, renamed.__getitem__, shapes)
-        np.testing.assert_allclose(_our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
     del state["lm_head.weight"]
     with pytest.raises(ValueError, match=r"'embed_out\.weight'.*'lm_head\.weight'"):
         _families.model_from_hf_tensors(
@@ -166,10 +142,8 @@ def test_checkpoint_buffers_are_ignored_and_strays_rejected():
     shapes = {k: v.shape for k, v in state.items()}
     cfg = model.config.to_dict()
     lm = _families.model_from_hf_tensors(cfg, state.__getitem__, shapes)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
     state["gpt_neox.layers.0.attention.q_proj.weight"] = np.ones(1)
     with pytest.raises(ValueError, match=r"q_proj\.weight"):
         _families.model_from_hf_tensors(
@@ -229,9 +203,9 @@ def test_saved_model_loads_in_transformers(tmp_path):
         {k: torch.tensor(v) for k, v in renamed.items()}, strict=False
     )
     assert not unexpected and not missing
-    tokens = _tokens()
+    tokens = random_tokens()
     np.testing.assert_allclose(
-        _hf_logits(reloaded, tokens), _hf_logits(model, tokens), atol=1e-6, rtol=0
+        hf_logits(reloaded, tokens), hf_logits(model, tokens), atol=1e-6, rtol=0
     )
 
 
@@ -279,6 +253,5 @@ def test_builder_slots_are_what_the_mapping_fills(use_layer_stack):
     )
     lm = gpt_neox.build_gpt_neox_transformer(cfg, None, name="m")
     assert lm.metadata.config == cfg
-    slots = {s.label for s in sk.select(lm).at_instances_of(sk.ParameterSlot).get_sequence()}
     values = _gpt_neox_hf.params_from_hf(cfg, "gpt_neox", lambda k, s: np.ones(s))
-    assert slots == {f"m/{k}" for k in values}
+    assert slot_labels(lm) == {f"m/{k}" for k in values}

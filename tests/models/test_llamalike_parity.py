@@ -1,55 +1,27 @@
 """Parity of llama-like models converted from live `transformers` models (tiny random configs)."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from saikei import sk  # noqa: E402
 from saikei.models.transformer import _families  # noqa: E402
 from saikei.models.transformer.variants import _llamalike_hf  # noqa: E402
-
-_BASE = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    rms_norm_eps=1e-5,
+from tests.models._hf_helpers import (  # noqa: E402
+    TINY_LLAMA,
+    hf_logits,
+    left_padded,
+    our_logits,
+    random_hf_model,
+    random_tokens,
 )
 
 
 def _hf_model(cls_name: str, **overrides):
-    torch.manual_seed(0)
-    config_cls = getattr(transformers, f"{cls_name}Config")
-    model_cls = getattr(transformers, f"{cls_name}ForCausalLM")
-    config = config_cls(**{**_BASE, **overrides})
-    model = model_cls(config).float().eval()
-    # Random (not zero / one) norms and biases so a wrong mapping shows up.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
-
-
-def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.numpy()
-
-
-def _our_logits(lm, tokens: np.ndarray, positions=None) -> np.ndarray:
-    kwargs = {}
-    if positions is not None:
-        kwargs["token_positions"] = sk.nx.wrap(jnp.asarray(positions), "batch", "seq")
-    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"), **kwargs)
-    return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
+    return random_hf_model(
+        f"{cls_name}Config", f"{cls_name}ForCausalLM", {**TINY_LLAMA, **overrides}
+    )
 
 
 CASES = {
@@ -80,21 +52,19 @@ def test_logits_match_transformers(case, use_layer_stack):
     cls_name, overrides = CASES[case]
     model = _hf_model(cls_name, **overrides)
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 def test_mistral_window_is_shorter_than_sequence_and_matters():
     model = _hf_model("Mistral", num_key_value_heads=2, sliding_window=3)
     lm = _families.from_huggingface_model(model)
-    tokens = _tokens(seq=10)
-    ours = _our_logits(lm, tokens)
-    np.testing.assert_allclose(ours, _hf_logits(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens(seq=10)
+    ours = our_logits(lm, tokens)
+    np.testing.assert_allclose(ours, hf_logits(model, tokens), atol=1e-5, rtol=0)
     model.config.sliding_window = None
     full = _families.from_huggingface_model(model)
-    assert np.abs(_our_logits(full, tokens) - ours)[:, 3:].max() > 1e-3
+    assert np.abs(our_logits(full, tokens) - ours)[:, 3:].max() > 1e-3
 
 
 def test_qwen2_mixed_sliding_layers_match():
@@ -106,24 +76,23 @@ def test_qwen2_mixed_sliding_layers_match():
         sliding_window=3,
         max_window_layers=1,
     )
-    tokens = _tokens(seq=10)
-    expected = _hf_logits(model, tokens)
+    tokens = random_tokens(seq=10)
+    expected = hf_logits(model, tokens)
     # [full, sliding, sliding] does not repeat: the LayerStack holds one step of all three.
     for use_layer_stack in (False, True):
         lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-        np.testing.assert_allclose(_our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(our_logits(lm, tokens), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])
 def test_left_padding_gives_unpadded_logits(use_layer_stack):
     model = _hf_model("Llama", num_key_value_heads=2)
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    short = _tokens(seq=6, batch=1)
+    short = random_tokens(seq=6, batch=1)
     pad = 3
-    padded = np.concatenate([np.zeros((1, pad), dtype=short.dtype), short], axis=1)
-    positions = np.concatenate([-np.ones((1, pad), dtype=np.int32), np.arange(6)[None]], axis=1)
-    got = _our_logits(lm, padded, positions)[:, pad:]
-    np.testing.assert_allclose(got, _hf_logits(model, short), atol=1e-5, rtol=0)
+    padded, positions = left_padded(short, pad)
+    got = our_logits(lm, padded, positions)[:, pad:]
+    np.testing.assert_allclose(got, hf_logits(model, short), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True])
@@ -144,10 +113,8 @@ def test_llama3_rope_scaling_matches(use_layer_stack):
         },
     )
     lm = _families.from_huggingface_model(model, use_layer_stack=use_layer_stack)
-    tokens = _tokens()
-    np.testing.assert_allclose(
-        _our_logits(lm, tokens), _hf_logits(model, tokens), atol=1e-5, rtol=0
-    )
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 def test_unsupported_rope_type_is_named():

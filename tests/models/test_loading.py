@@ -22,49 +22,27 @@ tokenizers = pytest.importorskip("tokenizers")
 from saikei import sk  # noqa: E402
 from saikei.models.transformer import loading  # noqa: E402
 from saikei.models.transformer.variants import llamalike  # noqa: E402
+from tests.models._hf_helpers import (  # noqa: E402
+    TINY_LLAMA,
+    hf_logits,
+    our_logits,
+    random_hf_model,
+    random_tokens,
+)
 
 torch.set_num_threads(1)
 
-_TINY = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    rms_norm_eps=1e-5,
-)
+_TINY = dict(TINY_LLAMA, num_key_value_heads=2)
 
 
 def _hf_model(cls_name: str = "Llama", **overrides):
-    torch.manual_seed(0)
-    config = getattr(transformers, f"{cls_name}Config")(**{**_TINY, **overrides})
-    model = getattr(transformers, f"{cls_name}ForCausalLM")(config).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model
+    return random_hf_model(f"{cls_name}Config", f"{cls_name}ForCausalLM", {**_TINY, **overrides})
 
 
 def _saved(tmp_path, model, name="hf", **kwargs) -> str:
     path = str(tmp_path / name)
     model.save_pretrained(path, **kwargs)
     return path
-
-
-def _tokens(seq: int = 12, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 64, size=(batch, seq))
-
-
-def _ours(lm, tokens: np.ndarray) -> np.ndarray:
-    out = lm(sk.nx.wrap(jnp.asarray(tokens), "batch", "seq"))
-    return np.asarray(out.astype(jnp.float32).unwrap("batch", "seq", "vocabulary"))
-
-
-def _theirs(model, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.float().numpy()
 
 
 def _params(lm) -> dict:
@@ -117,8 +95,8 @@ def test_logits_match_transformers(tmp_path, case, use_layer_stack):
     lm = loading.load_pretrained(
         _saved(tmp_path, model), use_layer_stack=use_layer_stack, progress=False
     )
-    tokens = _tokens()
-    np.testing.assert_allclose(_ours(lm, tokens), _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
     assert lm.metadata.hf_model_type == model.config.model_type
 
 
@@ -128,8 +106,8 @@ def test_sharded_checkpoint_loads(tmp_path):
     shards = [f for f in os.listdir(path) if f.endswith(".safetensors")]
     assert "model.safetensors.index.json" in os.listdir(path) and len(shards) > 2
     lm = loading.load_pretrained(path, progress=False)
-    tokens = _tokens()
-    np.testing.assert_allclose(_ours(lm, tokens), _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 def test_bfloat16_checkpoint_loads(tmp_path):
@@ -137,13 +115,17 @@ def test_bfloat16_checkpoint_loads(tmp_path):
     with open(os.path.join(path, "config.json")) as f:
         assert json.load(f)["dtype"] == "bfloat16"
     reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    tokens = _tokens()
+    tokens = random_tokens()
     lm = loading.load_pretrained(path, progress=False)
-    np.testing.assert_allclose(_ours(lm, tokens), _theirs(reference, tokens), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        our_logits(lm, tokens), hf_logits(reference, tokens), atol=1e-5, rtol=0
+    )
     lm16 = loading.load_pretrained(path, dtype="bfloat16", progress=False)
     assert {v.dtype for v in _params(lm16).values()} == {jnp.dtype(jnp.bfloat16)}
     # Computing in bfloat16 costs precision, not correctness.
-    np.testing.assert_allclose(_ours(lm16, tokens), _theirs(reference, tokens), atol=0.1, rtol=0)
+    np.testing.assert_allclose(
+        our_logits(lm16, tokens), hf_logits(reference, tokens), atol=0.1, rtol=0
+    )
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, capsys):
@@ -184,8 +166,8 @@ def test_saved_model_loads_in_transformers_with_same_logits(tmp_path, tied):
     model = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path / "out", dtype=torch.float32
     ).eval()
-    tokens = _tokens()
-    np.testing.assert_allclose(_ours(lm, tokens), _theirs(model, tokens), atol=1e-5, rtol=0)
+    tokens = random_tokens()
+    np.testing.assert_allclose(our_logits(lm, tokens), hf_logits(model, tokens), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_layer_stack", [False, True], ids=["list", "stack"])

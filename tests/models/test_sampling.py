@@ -15,40 +15,30 @@ transformers = pytest.importorskip("transformers")
 from saikei import sk  # noqa: E402
 from saikei.models.transformer import _families, model_parts, sampling  # noqa: E402
 from saikei.models.transformer.variants import llamalike  # noqa: E402
-
-_LLAMA_BASE = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    rms_norm_eps=1e-5,
+from tests.models._hf_helpers import (  # noqa: E402
+    TINY_LLAMA,
+    TINY_SIZES,
+    named_tokens,
+    our_logits,
+    random_hf_model,
 )
 
 # name -> (transformers class prefix, config kwargs)
 _HF_CASES = {
-    "llama_gqa": ("Llama", dict(_LLAMA_BASE, num_key_value_heads=2)),
-    "mistral_window3": ("Mistral", dict(_LLAMA_BASE, num_key_value_heads=2, sliding_window=3)),
+    "llama_gqa": ("Llama", dict(TINY_LLAMA, num_key_value_heads=2)),
+    "mistral_window3": ("Mistral", dict(TINY_LLAMA, num_key_value_heads=2, sliding_window=3)),
 }
 
 
 @functools.cache
 def _hf_model(case: str):
     cls_name, kwargs = _HF_CASES[case]
-    torch.manual_seed(0)
-    config = getattr(transformers, f"{cls_name}Config")(**kwargs)
-    model = getattr(transformers, f"{cls_name}ForCausalLM")(config).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-            # Sharper attention and logits than the tiny init gives, so positions
-            # matter and greedy choices are not near-ties.
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                p.mul_(8.0)
-            if name == "lm_head.weight":
-                p.mul_(20.0)
-    return model
+    return random_hf_model(
+        f"{cls_name}Config",
+        f"{cls_name}ForCausalLM",
+        kwargs,
+        sharpen={"q_proj.weight": 8.0, "k_proj.weight": 8.0, "lm_head.weight": 20.0},
+    )
 
 
 @functools.cache
@@ -76,16 +66,8 @@ def _tokens(batch: int, seq: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 64, size=(batch, seq)).astype(np.int32)
 
 
-def _named(tokens: np.ndarray) -> sk.nx.NamedArray:
-    return sk.nx.wrap(jnp.asarray(tokens), "batch", "seq")
-
-
 def _ids(tokens: sk.nx.NamedArray) -> np.ndarray:
     return np.asarray(tokens.unwrap("batch", "seq"))
-
-
-def _logits(lm, tokens: np.ndarray) -> np.ndarray:
-    return np.asarray(lm(_named(tokens)).unwrap("batch", "seq", "vocabulary"))
 
 
 _step = sk.variable_jit(lambda model, tokens: model(tokens))
@@ -107,7 +89,7 @@ def _hf_greedy(model, prompt: np.ndarray, max_new_tokens: int) -> np.ndarray:
 def _greedy(lm, prompt: np.ndarray, max_new_tokens: int, **kwargs) -> np.ndarray:
     return _ids(
         sampling.generate(
-            lm, _named(prompt), max_new_tokens=max_new_tokens, temperature=0.0, **kwargs
+            lm, named_tokens(prompt), max_new_tokens=max_new_tokens, temperature=0.0, **kwargs
         )
     )
 
@@ -124,7 +106,7 @@ def _reference_greedy(lm, prompt: np.ndarray, max_new_tokens: int) -> np.ndarray
     buffer = np.zeros((prompt.shape[0], length + max_new_tokens), np.int32)
     buffer[:, :length] = prompt
     for i in range(max_new_tokens):
-        logits = _uncached_forward()(lm, _named(buffer)).unwrap("batch", "seq", "vocabulary")
+        logits = _uncached_forward()(lm, named_tokens(buffer)).unwrap("batch", "seq", "vocabulary")
         buffer[:, length + i] = np.argmax(np.asarray(logits)[:, length + i - 1], axis=-1)
     return buffer[:, length:]
 
@@ -146,13 +128,16 @@ def _reference_greedy(lm, prompt: np.ndarray, max_new_tokens: int) -> np.ndarray
 def test_cached_steps_match_uncached_logits(case, use_layer_stack):
     lm = _built_lm(use_layer_stack) if case == "built_mqa" else _lm(case, use_layer_stack)
     tokens = _tokens(2, 10)
-    expected = _logits(lm, tokens)
+    expected = our_logits(lm, tokens)
     cached = sampling.KVCachingTransformerLM.from_uncached(
         lm, cache_len=12, batch_axes={"batch": 2}
     )
     chunks = [tokens[:, :4], *(tokens[:, i : i + 1] for i in range(4, 10))]
     got = np.concatenate(
-        [np.asarray(_step(cached, _named(c)).unwrap("batch", "seq", "vocabulary")) for c in chunks],
+        [
+            np.asarray(_step(cached, named_tokens(c)).unwrap("batch", "seq", "vocabulary"))
+            for c in chunks
+        ],
         axis=1,
     )
     # The sliding window (3) is shorter than the sequence (10): old keys must drop out.
@@ -188,8 +173,8 @@ def test_pad_id_and_default_positions_continue_from_the_cache():
     cached = sampling.KVCachingTransformerLM.from_uncached(
         _built_lm(False), cache_len=6, batch_axes={"batch": 2}, pad_id=0
     )
-    _step(cached, _named(np.array([[0, 0, 5, 6], [1, 2, 5, 6]], np.int32)))
-    _step(cached, _named(np.array([[7], [7]], np.int32)))
+    _step(cached, named_tokens(np.array([[0, 0, 5, 6], [1, 2, 5, 6]], np.int32)))
+    _step(cached, named_tokens(np.array([[7], [7]], np.int32)))
     np.testing.assert_array_equal(
         np.asarray(cached.kv_token_positions.value.unwrap("batch", "seq")),
         [[-1, -1, 0, 1, 2, -1], [0, 1, 2, 3, 4, -1]],
@@ -214,13 +199,13 @@ def test_last_logits_only_unembeds_one_position():
     lm = _built_lm(False)
     tokens = _tokens(2, 6)
     cached = sampling.KVCachingTransformerLM.from_uncached(lm, 6, {"batch": 2})
-    assert _vocab_sized_intermediates(cached, _named(tokens))
-    assert not _vocab_sized_intermediates(cached, _named(tokens), last_logits_only=True)
-    last = sk.variable_jit(lambda m, t: m(t, last_logits_only=True))(cached, _named(tokens))
+    assert _vocab_sized_intermediates(cached, named_tokens(tokens))
+    assert not _vocab_sized_intermediates(cached, named_tokens(tokens), last_logits_only=True)
+    last = sk.variable_jit(lambda m, t: m(t, last_logits_only=True))(cached, named_tokens(tokens))
     assert last.named_shape == {"batch": 2, "seq": 1, "vocabulary": 64}
     np.testing.assert_allclose(
         np.asarray(last.unwrap("batch", "seq", "vocabulary"))[:, 0],
-        _logits(lm, tokens)[:, -1],
+        our_logits(lm, tokens)[:, -1],
         atol=1e-5,
         rtol=0,
     )
@@ -318,7 +303,7 @@ def test_generate_on_a_cached_model_continues_its_cache():
 
 def _sample(lm, prompt, rng_seed, **kwargs):
     new = sampling.generate(
-        lm, _named(prompt), max_new_tokens=6, rng=jax.random.key(rng_seed), **kwargs
+        lm, named_tokens(prompt), max_new_tokens=6, rng=jax.random.key(rng_seed), **kwargs
     )
     return _ids(new)
 
@@ -345,7 +330,7 @@ def test_filters_restrict_the_first_token(option):
     lm = _lm("llama_gqa", False)
     prompt = np.repeat(_tokens(1, 5), 2, axis=0)
     temperature = 4.0
-    logits = _logits(lm, prompt[:1])[0, -1] / temperature
+    logits = our_logits(lm, prompt[:1])[0, -1] / temperature
     order = np.argsort(-logits)
     if "top_k" in option:
         allowed = set(order[: option["top_k"]].tolist())
@@ -445,7 +430,7 @@ def test_pyloop_greedy_matches_generate():
     prompt = _tokens(2, 5)
     cached = sampling.KVCachingTransformerLM.from_uncached(lm, 10, {"batch": 2})
     out = sampling.temperature_sample_pyloop(
-        cached, _named(prompt), jax.random.key(0), temperature=0.0, max_sampling_steps=6
+        cached, named_tokens(prompt), jax.random.key(0), temperature=0.0, max_sampling_steps=6
     )
     np.testing.assert_array_equal(_ids(out), _greedy(lm, prompt, 6))
     assert int(cached.cache_end_index.value) == 5 + 5
@@ -458,7 +443,7 @@ def test_pyloop_reads_logits_at_the_last_real_token_with_pad_id():
         _lm("llama_gqa", False), 12, {"batch": 1}, pad_id=0
     )
     out = sampling.temperature_sample_pyloop(
-        cached, _named(padded), jax.random.key(0), temperature=0.0, max_sampling_steps=4
+        cached, named_tokens(padded), jax.random.key(0), temperature=0.0, max_sampling_steps=4
     )
     np.testing.assert_array_equal(_ids(out), _hf_greedy(_hf_model("llama_gqa"), prompt, 4))
 
@@ -466,50 +451,43 @@ def test_pyloop_reads_logits_at_the_last_real_token_with_pad_id():
 # Other families ---------------------------------------------------------------------
 
 
+_GEMMA_FAMILY = dict(TINY_SIZES, num_key_value_heads=2, head_dim=8, sliding_window=3)
+# family -> (config class, model class, config, parameters to sharpen)
+_FAMILIES = {
+    "gpt_neox": (
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(TINY_SIZES, rotary_pct=0.5),
+        ("query_key_value.weight", "embed_out.weight"),
+    ),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16),
+        ("c_attn.weight", "wte.weight"),
+    ),
+    # logit soft caps, every other layer sliding
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        _GEMMA_FAMILY,
+        ("q_proj.weight", "k_proj.weight"),
+    ),
+    # q/k norms, local and global layers with their own RoPE
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(_GEMMA_FAMILY, layer_types=["sliding_attention", "full_attention"]),
+        ("q_proj.weight", "k_proj.weight"),
+    ),
+}
+
+
 def _family_model(family: str):
-    torch.manual_seed(0)
-    if family == "gpt_neox":
-        config = transformers.GPTNeoXConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            rotary_pct=0.5,
-        )
-        model = transformers.GPTNeoXForCausalLM(config)
-        sharpen = ("query_key_value.weight", "embed_out.weight")
-    elif family == "gpt2":
-        config = transformers.GPT2Config(
-            vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16
-        )
-        model = transformers.GPT2LMHeadModel(config)
-        sharpen = ("c_attn.weight", "wte.weight")
-    else:
-        gemma = dict(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            sliding_window=3,
-        )
-        if family == "gemma2":  # logit soft caps, every other layer sliding
-            model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**gemma))
-        else:  # gemma3: q/k norms, local and global layers with their own RoPE
-            config = transformers.Gemma3TextConfig(
-                **gemma, layer_types=["sliding_attention", "full_attention"]
-            )
-            model = transformers.Gemma3ForCausalLM(config)
-        sharpen = ("q_proj.weight", "k_proj.weight")
-    model = model.float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(sharpen):
-                p.mul_(8.0)
-    return model
+    config_class, model_class, config, sharpen = _FAMILIES[family]
+    return random_hf_model(
+        config_class, model_class, config, perturb=None, sharpen=dict.fromkeys(sharpen, 8.0)
+    )
 
 
 @pytest.mark.parametrize("family", ["gpt_neox", "gpt2", "gemma2", "gemma3"])
@@ -522,12 +500,12 @@ def test_other_families_cache_and_generate(family):
     cached = sampling.KVCachingTransformerLM.from_uncached(lm, 8, {"batch": 2})
     got = np.concatenate(
         [
-            np.asarray(_step(cached, _named(c)).unwrap("batch", "seq", "vocabulary"))
+            np.asarray(_step(cached, named_tokens(c)).unwrap("batch", "seq", "vocabulary"))
             for c in (tokens[:, :5], tokens[:, 5:6], tokens[:, 6:7], tokens[:, 7:8])
         ],
         axis=1,
     )
-    np.testing.assert_allclose(got, _logits(lm, tokens), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, our_logits(lm, tokens), atol=1e-5, rtol=0)
     prompt = _tokens(2, 5)
     np.testing.assert_array_equal(_greedy(lm, prompt, 6), _hf_greedy(hf, prompt, 6))
 
@@ -537,7 +515,7 @@ def test_other_families_cache_and_generate(family):
 
 def test_prompt_longer_than_the_cache_is_an_error():
     lm = _built_lm(False)
-    prompt = _named(_tokens(2, 6))
+    prompt = named_tokens(_tokens(2, 6))
     with pytest.raises(ValueError, match=r"cache_len=5 is too short.*at least 9"):
         sampling.generate(lm, prompt, max_new_tokens=4, temperature=0.0, cache_len=5)
     cached = sampling.KVCachingTransformerLM.from_uncached(lm, 4, {"batch": 2})
@@ -580,7 +558,7 @@ def test_bad_axis_names_are_errors():
 )
 def test_bad_options_are_errors(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        sampling.generate(_built_lm(False), _named(_tokens(2, 3)), **kwargs)
+        sampling.generate(_built_lm(False), named_tokens(_tokens(2, 3)), **kwargs)
 
 
 def test_all_padding_prompt_is_an_error():

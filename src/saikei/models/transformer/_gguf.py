@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from saikei.models.transformer.variants import _llamalike_hf
+
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
 # Dequantize at most this many bytes of output at a time, so the temporaries of
@@ -412,15 +414,6 @@ _MODEL_TYPES = {
     "gemma2": "gemma2",
     "gemma3": "gemma3_text",
 }
-_HF_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-    "gemma": "GemmaForCausalLM",
-    "gemma2": "Gemma2ForCausalLM",
-    "gemma3_text": "Gemma3ForCausalLM",
-}
 _GEMMAS = ("gemma", "gemma2", "gemma3")
 # llama.cpp scales Gemma 2/3 queries by 1/sqrt(hidden/heads) for the 27B models
 # (recognised by depth) and by 1/sqrt(head_dim) otherwise.
@@ -569,7 +562,7 @@ def hf_config_from_gguf(
         model_type = "mistral"
     cfg: dict[str, Any] = {
         "model_type": model_type,
-        "architectures": [_HF_ARCHITECTURES[model_type]],
+        "architectures": [_llamalike_hf.ARCHITECTURES[model_type]],
         "vocab_size": int(vocab) if vocab is not None else None,
         "hidden_size": hidden,
         "intermediate_size": int(get("feed_forward_length")),

@@ -22,14 +22,8 @@ import numpy as np
 
 from saikei.core import named_axes as nx
 from saikei.models.transformer import _families
-from saikei.models.transformer.variants import _gpt_neox_hf, gpt2
-from saikei.models.transformer.variants._gpt_neox_hf import (
-    _bias,
-    _norm,
-    _qkv_labels,
-    _Tensor,
-    _weights,
-)
+from saikei.models.transformer.variants import _hf_tables, gpt2
+from saikei.models.transformer.variants._hf_tables import HFTensor
 
 _unsupported = _families.unsupported
 _ACTIVATIONS = {"gelu_new": "gelu_approx", "gelu": "gelu"}
@@ -100,18 +94,19 @@ def config_from_hf(hf_config: Any) -> gpt2.GPT2TransformerConfig:
     )
 
 
-def _layer_tensors(config: gpt2.GPT2TransformerConfig, prefix: str) -> list[_Tensor]:
+def _layer_tensors(config: gpt2.GPT2TransformerConfig, prefix: str) -> list[HFTensor]:
     d, h, hd, f = (
         config.embedding_dim,
         config.num_heads,
         config.projection_dim,
         config.mlp_hidden_dim,
     )
-    weights, biases = _qkv_labels(True)
-    tensors = [
-        *_norm("pre_attention_norm", f"{prefix}.ln_1", d),
-        *_norm("pre_ffw_norm", f"{prefix}.ln_2", d),
-        _Tensor(
+    weights, biases = _hf_tables.qkv_labels(True)
+    emb, heads, neurons = {"embedding": d}, {"heads": h, "projection": hd}, {"neurons": f}
+    return [
+        *_hf_tables.layer_norm("pre_attention_norm", f"{prefix}.ln_1", d),
+        *_hf_tables.layer_norm("pre_ffw_norm", f"{prefix}.ln_2", d),
+        HFTensor(
             f"{prefix}.attn.c_attn.weight",
             (d, 3 * d),
             weights,
@@ -119,7 +114,7 @@ def _layer_tensors(config: gpt2.GPT2TransformerConfig, prefix: str) -> list[_Ten
             (d, 3, h, hd),
             split_axis=1,
         ),
-        _Tensor(
+        HFTensor(
             f"{prefix}.attn.c_attn.bias",
             (3 * d,),
             biases,
@@ -127,54 +122,33 @@ def _layer_tensors(config: gpt2.GPT2TransformerConfig, prefix: str) -> list[_Ten
             (3, h, hd),
             split_axis=0,
         ),
-        _Tensor(
-            f"{prefix}.attn.c_proj.weight",
-            (d, d),
-            (_weights("attention/output", True),),
-            ("heads", "projection", "embedding"),
-            (h, hd, d),
+        # Conv1D weights are (in, out).
+        *_hf_tables.linear(
+            "attention/output", f"{prefix}.attn.c_proj", emb, heads, bias=True, transposed=True
         ),
-        _Tensor(
-            f"{prefix}.attn.c_proj.bias", (d,), (_bias("attention/output"),), ("embedding",), (d,)
+        *_hf_tables.linear(
+            "mlp/in", f"{prefix}.mlp.c_fc", neurons, emb, bias=True, transposed=True
+        ),
+        *_hf_tables.linear(
+            "mlp/out", f"{prefix}.mlp.c_proj", emb, neurons, bias=True, transposed=True
         ),
     ]
-    for ours, hf, names, shape in (
-        ("mlp/in", "c_fc", ("embedding", "neurons"), (d, f)),
-        ("mlp/out", "c_proj", ("neurons", "embedding"), (f, d)),
-    ):
-        tensors.append(
-            _Tensor(f"{prefix}.mlp.{hf}.weight", shape, (_weights(ours, True),), names, shape)
-        )
-        tensors.append(
-            _Tensor(f"{prefix}.mlp.{hf}.bias", shape[1:], (_bias(ours),), names[1:], shape[1:])
-        )
-    return tensors
 
 
-def _global_tensors(config: gpt2.GPT2TransformerConfig, prefix: str) -> list[_Tensor]:
+def _global_tensors(config: gpt2.GPT2TransformerConfig, prefix: str) -> list[HFTensor]:
     v, d, p = config.vocab_size, config.embedding_dim, config.max_positions
     tensors = [
-        _Tensor(
-            f"{prefix}wte.weight",
-            (v, d),
-            ("embedder.embeddings",),
-            ("vocabulary", "embedding"),
-            (v, d),
+        _hf_tables.value(
+            f"{prefix}wte.weight", "embedder.embeddings", {"vocabulary": v, "embedding": d}
         ),
-        _Tensor(
-            f"{prefix}wpe.weight",
-            (p, d),
-            ("position_embedder.embeddings",),
-            ("positions", "embedding"),
-            (p, d),
+        _hf_tables.value(
+            f"{prefix}wpe.weight", "position_embedder.embeddings", {"positions": p, "embedding": d}
         ),
-        *_norm("final_norm", f"{prefix}ln_f", d),
+        *_hf_tables.layer_norm("final_norm", f"{prefix}ln_f", d),
     ]
     if not config.tie_embedder_and_logits:
         tensors.append(
-            _Tensor(
-                "lm_head.weight", (v, d), ("lm_head.weights",), ("vocabulary", "embedding"), (v, d)
-            )
+            _hf_tables.value("lm_head.weight", "lm_head.weights", {"vocabulary": v, "embedding": d})
         )
     return tensors
 
@@ -197,15 +171,15 @@ def params_from_hf(
     """
     del model_type
     wte_shape = (config.vocab_size, config.embedding_dim)
-    found, wte = _gpt_neox_hf.get_first(get, ("transformer.wte.weight", "wte.weight"), wte_shape)
+    found, wte = _hf_tables.get_first(get, ("transformer.wte.weight", "wte.weight"), wte_shape)
     prefix = found[: -len("wte.weight")]
     rest = [t for t in _global_tensors(config, prefix) if t.hf_name != found]
     values = {
         "embedder.embeddings": nx.wrap(wte, "vocabulary", "embedding"),
-        **_gpt_neox_hf.read_tensors(rest, get),
+        **_hf_tables.read_tensors(rest, get),
     }
     per_layer = [
-        _gpt_neox_hf.read_tensors(_layer_tensors(config, f"{prefix}h.{i}"), get)
+        _hf_tables.read_tensors(_layer_tensors(config, f"{prefix}h.{i}"), get)
         for i in range(config.num_decoder_blocks)
     ]
     return {**values, **_families.arrange_blocks(per_layer, config.use_layer_stack)}
@@ -227,10 +201,10 @@ def params_to_hf(
        'transformer.wte.weight']
     """
     del model_type
-    out = _gpt_neox_hf.write_tensors(_global_tensors(config, "transformer."), values)
+    out = _hf_tables.write_tensors(_global_tensors(config, "transformer."), values)
     layers = _families.split_blocks(values, config.num_decoder_blocks, config.use_layer_stack)
     for i, layer in enumerate(layers):
-        out.update(_gpt_neox_hf.write_tensors(_layer_tensors(config, f"transformer.h.{i}"), layer))
+        out.update(_hf_tables.write_tensors(_layer_tensors(config, f"transformer.h.{i}"), layer))
     return out
 
 

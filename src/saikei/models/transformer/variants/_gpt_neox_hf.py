@@ -6,13 +6,12 @@ Translates `config.json` dicts and checkpoint tensor names to and from
 block's query, key and value projections into one `query_key_value` tensor,
 interleaved per head (`heads, 3, head_dim` along its output); loading splits
 it into our separate `query`/`key`/`value` parameters and exporting fuses
-them again. The tensor-table helpers here are shared with `_gpt2_hf`.
+them again.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,8 @@ import numpy as np
 from saikei.core import named_axes as nx
 from saikei.models.transformer import _families
 from saikei.models.transformer._families import positional
-from saikei.models.transformer.variants import gpt_neox
+from saikei.models.transformer.variants import _hf_tables, gpt_neox
+from saikei.models.transformer.variants._hf_tables import HFTensor
 
 _unsupported = _families.unsupported
 # HF activation names (ACT2FN keys) that we compute, and our name for each.
@@ -31,119 +31,6 @@ _ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_approx",
 }
 _ACTIVATION_TO_HF = {"gelu": "gelu", "gelu_approx": "gelu_new"}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-    """One HF tensor and the parameter value(s) it holds.
-
-    The tensor is reshaped to `sizes`. With `split_axis` None it is the value
-    of `labels[0]` with axis names `names`; otherwise its `split_axis` indexes
-    the values of `labels` (a fused projection), each named `names`.
-    """
-
-    hf_name: str
-    hf_shape: tuple[int, ...]
-    labels: tuple[str, ...]
-    names: tuple[str, ...]
-    sizes: tuple[int, ...]
-    split_axis: int | None = None
-
-
-def _weights(name: str, bias: bool) -> str:
-    """The label suffix of a projection's weight (`nn.Affine` if biased, else `nn.Linear`)."""
-    return f"{name}/Linear.weights" if bias else f"{name}.weights"
-
-
-def _bias(name: str) -> str:
-    return f"{name}/AddBias.bias"
-
-
-def _norm(label: str, hf_prefix: str, d: int) -> list[_Tensor]:
-    """The scale and shift of a LayerNorm of width `d`."""
-    return [
-        _Tensor(f"{hf_prefix}.weight", (d,), (f"{label}/scale.weights",), ("embedding",), (d,)),
-        _Tensor(f"{hf_prefix}.bias", (d,), (f"{label}/shift.bias",), ("embedding",), (d,)),
-    ]
-
-
-def _qkv_labels(bias: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    which = ("query", "key", "value")
-    weights = tuple(_weights(f"attention/{w}", bias) for w in which)
-    return weights, tuple(_bias(f"attention/{w}") for w in which)
-
-
-def read_tensors(
-    tensors: Sequence[_Tensor], get: _families.TensorGetter
-) -> dict[str, nx.NamedArray]:
-    """Reads `tensors` from a checkpoint into parameter values keyed by label suffix.
-
-    Example:
-      >>> import numpy as np
-      >>> from saikei.models.transformer.variants import _gpt_neox_hf
-      >>> t = _gpt_neox_hf._Tensor("w", (6,), ("a", "b", "c"), ("x",), (3, 2), split_axis=0)
-      >>> values = _gpt_neox_hf.read_tensors([t], lambda key, shape: np.arange(6.0))
-      >>> values["b"].unwrap("x").tolist()
-      [2.0, 3.0]
-    """
-    out: dict[str, nx.NamedArray] = {}
-    for t in tensors:
-        data = get(t.hf_name, t.hf_shape).reshape(t.sizes)
-        if t.split_axis is None:
-            out[t.labels[0]] = nx.wrap(data, *t.names)
-            continue
-        for i, label in enumerate(t.labels):
-            out[label] = nx.wrap(data[(slice(None),) * t.split_axis + (i,)], *t.names)
-    return out
-
-
-def write_tensors(
-    tensors: Sequence[_Tensor], values: Mapping[str, nx.NamedArray]
-) -> dict[str, np.ndarray]:
-    """The inverse of `read_tensors`: HF-named numpy arrays from parameter values.
-
-    Example:
-      >>> from saikei import sk
-      >>> from saikei.models.transformer.variants import _gpt_neox_hf
-      >>> t = _gpt_neox_hf._Tensor("w", (4,), ("a", "b"), ("x",), (2, 2), split_axis=0)
-      >>> ours = {"a": sk.nx.zeros({"x": 2}), "b": sk.nx.ones({"x": 2})}
-      >>> _gpt_neox_hf.write_tensors([t], ours)["w"].tolist()
-      [0.0, 0.0, 1.0, 1.0]
-    """
-    out: dict[str, np.ndarray] = {}
-    for t in tensors:
-        parts = [positional(values[label], *t.names) for label in t.labels]
-        data = parts[0] if t.split_axis is None else np.stack(parts, axis=t.split_axis)
-        out[t.hf_name] = data.reshape(t.hf_shape)
-    return out
-
-
-def get_first(
-    get: _families.TensorGetter, hf_names: Sequence[str], shape: tuple[int, ...]
-) -> tuple[str, Any]:
-    """Returns `(name, tensor)` for the first of `hf_names` the checkpoint has with `shape`.
-
-    Checkpoints of one architecture sometimes name a tensor differently
-    (e.g. Pythia's `embed_out.weight`, HF's newer `lm_head.weight`). If none
-    fits, the error quotes why each did not.
-
-    Example:
-      >>> import numpy as np
-      >>> from saikei.models.transformer.variants import _gpt_neox_hf
-      >>> def get(key, shape):
-      ...     if key != "b":
-      ...         raise ValueError(f"missing tensor {key!r}")
-      ...     return np.zeros(shape)
-      >>> _gpt_neox_hf.get_first(get, ["a", "b"], (2,))[0]
-      'b'
-    """
-    errors = []
-    for hf_name in hf_names:
-        try:
-            return hf_name, get(hf_name, shape)
-        except ValueError as e:
-            errors.append(str(e))
-    raise ValueError(f"none of the tensors {list(hf_names)} fits: " + " / ".join(errors))
 
 
 def _rope(cfg: dict[str, Any], model_type: str) -> tuple[float, float, float]:
@@ -229,7 +116,7 @@ def config_from_hf(hf_config: Any) -> gpt_neox.GPTNeoXTransformerConfig:
     )
 
 
-def _layer_tensors(config: gpt_neox.GPTNeoXTransformerConfig, prefix: str) -> list[_Tensor]:
+def _layer_tensors(config: gpt_neox.GPTNeoXTransformerConfig, prefix: str) -> list[HFTensor]:
     d, h, hd, f = (
         config.embedding_dim,
         config.num_heads,
@@ -237,12 +124,13 @@ def _layer_tensors(config: gpt_neox.GPTNeoXTransformerConfig, prefix: str) -> li
         config.mlp_hidden_dim,
     )
     bias = config.attention_bias
-    weights, biases = _qkv_labels(bias)
+    weights, biases = _hf_tables.qkv_labels(bias)
     att = f"{prefix}.attention"
+    emb, heads, neurons = {"embedding": d}, {"heads": h, "projection": hd}, {"neurons": f}
     tensors = [
-        *_norm("pre_attention_norm", f"{prefix}.input_layernorm", d),
-        *_norm("pre_ffw_norm", f"{prefix}.post_attention_layernorm", d),
-        _Tensor(
+        *_hf_tables.layer_norm("pre_attention_norm", f"{prefix}.input_layernorm", d),
+        *_hf_tables.layer_norm("pre_ffw_norm", f"{prefix}.post_attention_layernorm", d),
+        HFTensor(
             f"{att}.query_key_value.weight",
             (3 * h * hd, d),
             weights,
@@ -250,50 +138,33 @@ def _layer_tensors(config: gpt_neox.GPTNeoXTransformerConfig, prefix: str) -> li
             (h, 3, hd, d),
             split_axis=1,
         ),
-        _Tensor(
-            f"{att}.dense.weight",
-            (d, h * hd),
-            (_weights("attention/output", bias),),
-            ("embedding", "heads", "projection"),
-            (d, h, hd),
-        ),
     ]
     if bias:
-        tensors += [
-            _Tensor(
+        tensors.append(
+            HFTensor(
                 f"{att}.query_key_value.bias",
                 (3 * h * hd,),
                 biases,
                 ("heads", "projection"),
                 (h, 3, hd),
                 split_axis=1,
-            ),
-            _Tensor(f"{att}.dense.bias", (d,), (_bias("attention/output"),), ("embedding",), (d,)),
-        ]
-    for ours, hf, names, shape in (
-        ("mlp/in", "dense_h_to_4h", ("neurons", "embedding"), (f, d)),
-        ("mlp/out", "dense_4h_to_h", ("embedding", "neurons"), (d, f)),
-    ):
-        tensors.append(
-            _Tensor(f"{prefix}.mlp.{hf}.weight", shape, (_weights(ours, True),), names, shape)
+            )
         )
-        tensors.append(
-            _Tensor(f"{prefix}.mlp.{hf}.bias", shape[:1], (_bias(ours),), names[:1], shape[:1])
-        )
-    return tensors
+    return [
+        *tensors,
+        *_hf_tables.linear("attention/output", f"{att}.dense", emb, heads, bias=bias),
+        *_hf_tables.linear("mlp/in", f"{prefix}.mlp.dense_h_to_4h", neurons, emb, bias=True),
+        *_hf_tables.linear("mlp/out", f"{prefix}.mlp.dense_4h_to_h", emb, neurons, bias=True),
+    ]
 
 
-def _global_tensors(config: gpt_neox.GPTNeoXTransformerConfig) -> list[_Tensor]:
+def _global_tensors(config: gpt_neox.GPTNeoXTransformerConfig) -> list[HFTensor]:
     v, d = config.vocab_size, config.embedding_dim
     return [
-        _Tensor(
-            "gpt_neox.embed_in.weight",
-            (v, d),
-            ("embedder.embeddings",),
-            ("vocabulary", "embedding"),
-            (v, d),
+        _hf_tables.value(
+            "gpt_neox.embed_in.weight", "embedder.embeddings", {"vocabulary": v, "embedding": d}
         ),
-        *_norm("final_norm", "gpt_neox.final_layer_norm", d),
+        *_hf_tables.layer_norm("final_norm", "gpt_neox.final_layer_norm", d),
     ]
 
 
@@ -317,13 +188,13 @@ def params_from_hf(
       {'vocabulary': 5, 'embedding': 4}
     """
     del model_type
-    values = read_tensors(_global_tensors(config), get)
+    values = _hf_tables.read_tensors(_global_tensors(config), get)
     if not config.tie_embedder_and_logits:
         shape = (config.vocab_size, config.embedding_dim)
-        _, head = get_first(get, _LM_HEAD_NAMES, shape)
+        _, head = _hf_tables.get_first(get, _LM_HEAD_NAMES, shape)
         values["lm_head.weights"] = nx.wrap(head, "vocabulary", "embedding")
     per_layer = [
-        read_tensors(_layer_tensors(config, f"gpt_neox.layers.{i}"), get)
+        _hf_tables.read_tensors(_layer_tensors(config, f"gpt_neox.layers.{i}"), get)
         for i in range(config.num_decoder_blocks)
     ]
     return {**values, **_families.arrange_blocks(per_layer, config.use_layer_stack)}
@@ -350,12 +221,12 @@ def params_to_hf(
        'gpt_neox.final_layer_norm.weight']
     """
     del model_type
-    out = write_tensors(_global_tensors(config), values)
+    out = _hf_tables.write_tensors(_global_tensors(config), values)
     if not config.tie_embedder_and_logits:
         out["embed_out.weight"] = positional(values["lm_head.weights"], "vocabulary", "embedding")
     layers = _families.split_blocks(values, config.num_decoder_blocks, config.use_layer_stack)
     for i, layer in enumerate(layers):
-        out.update(write_tensors(_layer_tensors(config, f"gpt_neox.layers.{i}"), layer))
+        out.update(_hf_tables.write_tensors(_layer_tensors(config, f"gpt_neox.layers.{i}"), layer))
     return out
 
 

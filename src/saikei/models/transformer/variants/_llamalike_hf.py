@@ -17,17 +17,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
-import numpy as np
-
 from saikei.core import named_axes as nx
 from saikei.models.transformer import _families
-from saikei.models.transformer._families import positional
-from saikei.models.transformer.variants import llamalike
+from saikei.models.transformer.variants import _common, _hf_tables, llamalike
+from saikei.models.transformer.variants._hf_tables import HFTensor
 
 _GEMMA_TYPES = ("gemma", "gemma2", "gemma3_text")
 _SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", *_GEMMA_TYPES)
-_ARCHITECTURES = {
+# The transformers class of each model_type (config.json "architectures"; the GGUF
+# reader writes it too).
+ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
@@ -299,29 +298,6 @@ def config_from_hf(hf_config: Any) -> llamalike.LlamalikeTransformerConfig:
     )
 
 
-def _kv_names(config: llamalike.LlamalikeTransformerConfig) -> tuple[tuple, tuple]:
-    kv, mult = config.num_kv_heads, config.query_head_multiplier
-    if mult == 1:
-        return ("heads",), (kv,)
-    if kv == 1:
-        return (), ()
-    return ("head_groups",), (kv,)
-
-
-def _q_names(config: llamalike.LlamalikeTransformerConfig) -> tuple[tuple, tuple]:
-    kv, mult = config.num_kv_heads, config.query_head_multiplier
-    if mult == 1:
-        return ("heads",), (kv,)
-    if kv == 1:
-        return ("query_heads",), (mult,)
-    return ("head_groups", "query_heads"), (kv, mult)
-
-
-# One row per tensor: (our label suffix, HF name, HF shape, our axis names, our
-# axis sizes). Our value is the HF tensor reshaped to the sizes and named.
-_Row = tuple[str, str, tuple[int, ...], tuple[str, ...], tuple[int, ...]]
-
-
 def _norm_rows(
     config: llamalike.LlamalikeTransformerConfig, model_type: str
 ) -> list[tuple[str, str]]:
@@ -345,109 +321,75 @@ def _norm_rows(
     return [("pre_attention_norm", "input_layernorm"), ("pre_ffw_norm", "post_attention_layernorm")]
 
 
-def _layer_rows(
+def _norm_offset(model_type: str) -> float:
+    """What our norm scales add to the checkpoint's weights (see the module docstring)."""
+    return 1.0 if model_type in _GEMMA_TYPES else 0.0
+
+
+def _layer_tensors(
     config: llamalike.LlamalikeTransformerConfig, prefix: str, model_type: str
-) -> list[_Row]:
-    d, hd, f = config.embedding_dim, config.projection_dim, config.mlp_hidden_dim
-    q_names, q_sizes = _q_names(config)
-    k_names, k_sizes = _kv_names(config)
-    nq = config.num_kv_heads * config.query_head_multiplier
-    nk = config.num_kv_heads
+) -> list[HFTensor]:
+    hd = config.projection_dim
+    common, query_only = llamalike._head_axes(config)
+    q_proj = {**common, **query_only, "projection": hd}
+    kv_proj = {**common, "projection": hd}
+    emb, neurons = {"embedding": config.embedding_dim}, {"neurons": config.mlp_hidden_dim}
     att = f"{prefix}.self_attn"
-    rows: list[_Row] = []
-    for which, hf, names, sizes, n in (
-        ("query", "q_proj", q_names, q_sizes, nq),
-        ("key", "k_proj", k_names, k_sizes, nk),
-        ("value", "v_proj", k_names, k_sizes, nk),
-    ):
-        w = (
-            f"{att}.{hf}.weight",
-            (n * hd, d),
-            (*names, "projection", "embedding"),
-            (*sizes, hd, d),
-        )
-        if config.attention_bias:
-            rows.append((f"attention/{which}/Linear.weights", *w))
-            rows.append(
-                (
-                    f"attention/{which}/AddBias.bias",
-                    f"{att}.{hf}.bias",
-                    (n * hd,),
-                    (*names, "projection"),
-                    (*sizes, hd),
-                )
-            )
-        else:
-            rows.append((f"attention/{which}.weights", *w))
-    o = (
-        f"{att}.o_proj.weight",
-        (d, nq * hd),
-        ("embedding", *q_names, "projection"),
-        (d, *q_sizes, hd),
-    )
-    if config.attention_output_bias:
-        rows.append(("attention/output/Linear.weights", *o))
-        rows.append(
-            ("attention/output/AddBias.bias", f"{att}.o_proj.bias", (d,), ("embedding",), (d,))
-        )
-    else:
-        rows.append(("attention/output.weights", *o))
+    offset = _norm_offset(model_type)
+    bias = config.attention_bias
+    tensors = [
+        *_hf_tables.linear("attention/query", f"{att}.q_proj", q_proj, emb, bias=bias),
+        *_hf_tables.linear("attention/key", f"{att}.k_proj", kv_proj, emb, bias=bias),
+        *_hf_tables.linear("attention/value", f"{att}.v_proj", kv_proj, emb, bias=bias),
+        *_hf_tables.linear(
+            "attention/output", f"{att}.o_proj", emb, q_proj, bias=config.attention_output_bias
+        ),
+    ]
     if config.use_qk_norm:
         for which, hf in (("query", "q_norm"), ("key", "k_norm")):
-            rows.append(
-                (
-                    f"attention/{which}_norm/scale.weights",
+            tensors.append(
+                _hf_tables.value(
                     f"{att}.{hf}.weight",
-                    (hd,),
-                    ("projection",),
-                    (hd,),
+                    f"attention/{which}_norm/scale.weights",
+                    {"projection": hd},
+                    offset,
                 )
             )
     for label, hf in _norm_rows(config, model_type):
-        rows.append((f"{label}/scale.weights", f"{prefix}.{hf}.weight", (d,), ("embedding",), (d,)))
-    for which, hf, names, shape in (
-        ("gating", "gate_proj", ("neurons", "embedding"), (f, d)),
-        ("value", "up_proj", ("neurons", "embedding"), (f, d)),
-        ("out", "down_proj", ("embedding", "neurons"), (d, f)),
+        tensors.append(
+            _hf_tables.value(f"{prefix}.{hf}.weight", f"{label}/scale.weights", emb, offset)
+        )
+    for which, hf, out_axes, in_axes in (
+        ("gating", "gate_proj", neurons, emb),
+        ("value", "up_proj", neurons, emb),
+        ("out", "down_proj", emb, neurons),
     ):
-        w = (f"{prefix}.mlp.{hf}.weight", shape, names, shape)
-        if config.mlp_bias:
-            rows.append((f"mlp/{which}/Linear.weights", *w))
-            rows.append(
-                (
-                    f"mlp/{which}/AddBias.bias",
-                    f"{prefix}.mlp.{hf}.bias",
-                    shape[:1],
-                    names[:1],
-                    shape[:1],
-                )
-            )
-        else:
-            rows.append((f"mlp/{which}.weights", *w))
-    return rows
+        tensors += _hf_tables.linear(
+            f"mlp/{which}", f"{prefix}.mlp.{hf}", out_axes, in_axes, bias=config.mlp_bias
+        )
+    return tensors
 
 
-def _global_rows(config: llamalike.LlamalikeTransformerConfig) -> list[_Row]:
+def _global_tensors(
+    config: llamalike.LlamalikeTransformerConfig, model_type: str
+) -> list[HFTensor]:
     d, v = config.embedding_dim, config.vocab_size
-    rows: list[_Row] = [
-        (
-            "embedder.embeddings",
-            "model.embed_tokens.weight",
-            (v, d),
-            ("vocabulary", "embedding"),
-            (v, d),
+    tensors = [
+        _hf_tables.value(
+            "model.embed_tokens.weight", "embedder.embeddings", {"vocabulary": v, "embedding": d}
         ),
-        ("final_norm/scale.weights", "model.norm.weight", (d,), ("embedding",), (d,)),
+        _hf_tables.value(
+            "model.norm.weight",
+            "final_norm/scale.weights",
+            {"embedding": d},
+            _norm_offset(model_type),
+        ),
     ]
     if not config.tie_embedder_and_logits:
-        rows.append(
-            ("lm_head.weights", "lm_head.weight", (v, d), ("vocabulary", "embedding"), (v, d))
+        tensors.append(
+            _hf_tables.value("lm_head.weight", "lm_head.weights", {"vocabulary": v, "embedding": d})
         )
-    return rows
-
-
-def _is_gemma_norm(label: str, model_type: str) -> bool:
-    return model_type in _GEMMA_TYPES and label.endswith("norm/scale.weights")
+    return tensors
 
 
 def _arrange(
@@ -512,20 +454,12 @@ def params_from_hf(
       [1.0, 1.0, 1.0, 1.0]
     """
 
-    def read(rows: list[_Row]) -> dict[str, nx.NamedArray]:
-        out = {}
-        for label, hf, shape, names, sizes in rows:
-            value = jnp.asarray(get(hf, shape)).reshape(sizes)
-            if _is_gemma_norm(label, model_type):
-                value = (value.astype(jnp.float32) + 1).astype(value.dtype)
-            out[label] = nx.wrap(value, *names)
-        return out
-
     per_layer = [
-        read(_layer_rows(config, f"model.layers.{i}", model_type))
+        _hf_tables.read_tensors(_layer_tensors(config, f"model.layers.{i}", model_type), get)
         for i in range(config.num_decoder_blocks)
     ]
-    return {**read(_global_rows(config)), **_arrange(config, per_layer)}
+    global_values = _hf_tables.read_tensors(_global_tensors(config, model_type), get)
+    return {**global_values, **_arrange(config, per_layer)}
 
 
 def params_to_hf(
@@ -551,18 +485,10 @@ def params_to_hf(
       [0.0, 0.0, 0.0, 0.0]
     """
 
-    def write(rows: list[_Row], source: Mapping[str, nx.NamedArray]) -> dict[str, Any]:
-        out = {}
-        for label, hf, shape, names, _ in rows:
-            value = positional(source[label], *names).reshape(shape)
-            if _is_gemma_norm(label, model_type):
-                value = (value.astype(np.float32) - 1).astype(value.dtype)
-            out[hf] = value
-        return out
-
-    out = write(_global_rows(config), values)
+    out = _hf_tables.write_tensors(_global_tensors(config, model_type), values)
     for i, layer in enumerate(_split(config, values)):
-        out.update(write(_layer_rows(config, f"model.layers.{i}", model_type), layer))
+        tensors = _layer_tensors(config, f"model.layers.{i}", model_type)
+        out.update(_hf_tables.write_tensors(tensors, layer))
     return out
 
 
@@ -612,12 +538,6 @@ def _effective_blocks(config: llamalike.LlamalikeTransformerConfig) -> list[tupl
     ]
 
 
-def _query_scale(config: llamalike.LlamalikeTransformerConfig) -> float:
-    if config.query_scaling_factor == "default":
-        return config.projection_dim**-0.5
-    return float(config.query_scaling_factor)
-
-
 # Fields compared through what they mean (per-block attention and RoPE, the
 # query scale) or that a checkpoint does not hold (dtypes, layout).
 _NOT_COMPARED = {
@@ -649,7 +569,7 @@ def _check_representable(
                 f"block {i} attention (type, window, RoPE) {mine} (it would load back as {loaded})"
             )
             break
-    if not math.isclose(_query_scale(config), _query_scale(back), rel_tol=1e-9):
+    if not math.isclose(_common.query_scale(config), _common.query_scale(back), rel_tol=1e-9):
         problems.append(
             f"query_scaling_factor={config.query_scaling_factor!r} (it would load back as"
             f" {back.query_scaling_factor!r})"
@@ -702,7 +622,7 @@ def config_to_hf(
     act = {v: k for k, v in _ACTIVATIONS.items()}[config.mlp_variant]
     out: dict[str, Any] = {
         "model_type": model_type,
-        "architectures": [_ARCHITECTURES[model_type]],
+        "architectures": [ARCHITECTURES[model_type]],
         "vocab_size": config.vocab_size,
         "hidden_size": config.embedding_dim,
         "intermediate_size": config.mlp_hidden_dim,

@@ -20,7 +20,7 @@ from saikei import nn
 from saikei.core import named_axes as nx
 from saikei.core._struct import pytree_dataclass
 from saikei.models.transformer import model_parts
-from saikei.models.transformer.variants import gpt_neox
+from saikei.models.transformer.variants import _common, gpt_neox
 
 
 @pytree_dataclass
@@ -195,32 +195,20 @@ def build_gpt2_transformer(
         )
     blocks_config = _as_gpt_neox(config)
     gpt_neox._check_config(blocks_config, where)
-    emb = {"embedding": config.embedding_dim}
-    dtype = config.parameter_dtype
-    table = nn.EmbeddingTable.from_config(
-        f"{name}/embedder", init_base_rng, config.vocab_size, emb, dtype=dtype
-    )
+    table = _common.token_embedder(name, init_base_rng, config)
     positions = nn.EmbeddingTable.from_config(
         f"{name}/position_embedder",
         init_base_rng,
         config.max_positions,
-        emb,
+        {"embedding": config.embedding_dim},
         vocabulary_axis="positions",
-        dtype=dtype,
+        dtype=config.parameter_dtype,
     )
-    layers: list[Any] = [nn.EmbeddingLookup(table), AddPositionEmbeddings(positions)]
-    if config.activation_dtype != dtype:
-        layers.append(nn.CastToDType(config.activation_dtype))
+    layers: list[Any] = [
+        nn.EmbeddingLookup(table),
+        AddPositionEmbeddings(positions),
+        *_common.to_activation_dtype(config),
+    ]
     layers.extend(gpt_neox._blocks(name, init_base_rng, blocks_config))
     layers.extend(gpt_neox._head(name, init_base_rng, blocks_config, table))
-    metadata = model_parts.TransformerMetadata(
-        common_head_axes={"heads": config.num_heads},
-        query_only_head_axes={},
-        embedding_dim=config.embedding_dim,
-        projection_dim=config.projection_dim,
-        mlp_hidden_dim=config.mlp_hidden_dim,
-        vocab_size=config.vocab_size,
-        activation_dtype=config.activation_dtype,
-        config=config,
-    )
-    return model_parts.TransformerLM(body=nn.Sequential(layers), metadata=metadata)
+    return _common.transformer_lm(layers, config, {"heads": config.num_heads}, {})

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 
 from saikei import nn
 from saikei.models.transformer import model_parts
-
-_MASKED = -2.3819763e38
+from saikei.models.transformer.variants import _common
 
 
 # Module-level functions (not lambdas) so that equal configs build equal layers.
@@ -134,19 +133,6 @@ def _check_config(config: GPTNeoXTransformerConfig, where: str) -> None:
         )
 
 
-def _projection(
-    name: str,
-    rng: jax.Array | None,
-    in_axes: dict[str, int],
-    out_axes: dict[str, int],
-    bias: bool,
-    dtype: Any,
-) -> Any:
-    if bias:
-        return nn.Affine.from_config(name, rng, in_axes, out_axes, dtype=dtype)
-    return nn.Linear.from_config(name, rng, in_axes, out_axes, dtype=dtype)
-
-
 def _attention(name: str, rng: jax.Array | None, config: GPTNeoXTransformerConfig) -> nn.Attention:
     heads = {"heads": config.num_heads}
     emb = {"embedding": config.embedding_dim}
@@ -175,10 +161,7 @@ def _attention(name: str, rng: jax.Array | None, config: GPTNeoXTransformerConfi
             )
         ]
 
-    if config.query_scaling_factor == "default":
-        scale = config.projection_dim**-0.5
-    else:
-        scale = float(config.query_scaling_factor)
+    scale = _common.query_scale(config)
     rescale = (
         [] if scale == 1.0 else [nn.ConstantRescale(jnp.asarray(scale, config.activation_dtype))]
     )
@@ -187,32 +170,36 @@ def _attention(name: str, rng: jax.Array | None, config: GPTNeoXTransformerConfi
     logits_names = ("heads", "seq", "kv_seq")
     return nn.Attention(
         input_to_query=nn.Sequential(
-            [_projection(f"{name}/query", rng, emb, head_proj, bias, dtype), *rope(), *rescale]
+            [
+                _common.projection(f"{name}/query", rng, emb, head_proj, bias, dtype),
+                *rope(),
+                *rescale,
+            ]
         ),
         input_to_key=nn.Sequential(
             [
-                _projection(f"{name}/key", rng, emb, head_proj, bias, dtype),
+                _common.projection(f"{name}/key", rng, emb, head_proj, bias, dtype),
                 *rope(),
                 nn.RenameAxes(old="seq", new="kv_seq"),
             ]
         ),
         input_to_value=nn.Sequential(
             [
-                _projection(f"{name}/value", rng, emb, head_proj, bias, dtype),
+                _common.projection(f"{name}/value", rng, emb, head_proj, bias, dtype),
                 nn.RenameAxes(old="seq", new="kv_seq"),
             ]
         ),
         query_key_to_attn=nn.Sequential(
             [
                 nn.NamedEinsum((q_names, k_names), logits_names),
-                nn.ApplyCausalAttentionMask(_MASKED),
+                nn.ApplyCausalAttentionMask(_common.MASKED),
                 nn.Softmax("kv_seq"),
             ]
         ),
         attn_value_to_output=nn.Sequential(
             [
                 nn.NamedEinsum((logits_names, k_names), q_names),
-                _projection(f"{name}/output", rng, head_proj, emb, bias, dtype),
+                _common.projection(f"{name}/output", rng, head_proj, emb, bias, dtype),
             ]
         ),
     )
@@ -271,8 +258,7 @@ def _blocks(
         ]
     blocks = []
     for i in range(config.num_decoder_blocks):
-        rng = None if init_base_rng is None else jax.random.fold_in(init_base_rng, i)
-        blocks.append(_block(f"{name}/block_{i}", rng, config))
+        blocks.append(_block(f"{name}/block_{i}", _common.block_rng(init_base_rng, i), config))
     return blocks
 
 
@@ -283,26 +269,14 @@ def _head(
     table: nn.EmbeddingTable,
 ) -> list[Any]:
     """Final LayerNorm, then logits from the embedding table or an untied `lm_head`."""
-    emb = {"embedding": config.embedding_dim}
-    dtype = config.parameter_dtype
-    layers: list[Any] = [
-        nn.LayerNorm.from_config(
-            f"{name}/final_norm", init_base_rng, emb, epsilon=config.layer_norm_eps, dtype=dtype
-        )
-    ]
-    if config.tie_embedder_and_logits:
-        layers.append(nn.EmbeddingDecode(table))
-    else:
-        layers.append(
-            nn.Linear.from_config(
-                f"{name}/lm_head",
-                init_base_rng,
-                emb,
-                {"vocabulary": config.vocab_size},
-                dtype=dtype,
-            )
-        )
-    return layers
+    final_norm = nn.LayerNorm.from_config(
+        f"{name}/final_norm",
+        init_base_rng,
+        {"embedding": config.embedding_dim},
+        epsilon=config.layer_norm_eps,
+        dtype=config.parameter_dtype,
+    )
+    return [final_norm, _common.unembedding(name, init_base_rng, config, table)]
 
 
 def build_gpt_neox_transformer(
@@ -336,27 +310,8 @@ def build_gpt_neox_transformer(
       {'seq': 5, 'vocabulary': 11}
     """
     _check_config(config, "build_gpt_neox_transformer")
-    dtype = config.parameter_dtype
-    table = nn.EmbeddingTable.from_config(
-        f"{name}/embedder",
-        init_base_rng,
-        config.vocab_size,
-        {"embedding": config.embedding_dim},
-        dtype=dtype,
-    )
-    layers: list[Any] = [nn.EmbeddingLookup(table)]
-    if config.activation_dtype != dtype:
-        layers.append(nn.CastToDType(config.activation_dtype))
+    table = _common.token_embedder(name, init_base_rng, config)
+    layers: list[Any] = [nn.EmbeddingLookup(table), *_common.to_activation_dtype(config)]
     layers.extend(_blocks(name, init_base_rng, config))
     layers.extend(_head(name, init_base_rng, config, table))
-    metadata = model_parts.TransformerMetadata(
-        common_head_axes={"heads": config.num_heads},
-        query_only_head_axes={},
-        embedding_dim=config.embedding_dim,
-        projection_dim=config.projection_dim,
-        mlp_hidden_dim=config.mlp_hidden_dim,
-        vocab_size=config.vocab_size,
-        activation_dtype=config.activation_dtype,
-        config=config,
-    )
-    return model_parts.TransformerLM(body=nn.Sequential(layers), metadata=metadata)
+    return _common.transformer_lm(layers, config, {"heads": config.num_heads}, {})

@@ -11,8 +11,7 @@ import jax.numpy as jnp
 
 from saikei import nn
 from saikei.models.transformer import model_parts
-
-_MASKED = -2.3819763e38
+from saikei.models.transformer.variants import _common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,19 +159,6 @@ def _head_axes(config: LlamalikeTransformerConfig) -> tuple[dict[str, int], dict
     return {"head_groups": config.num_kv_heads}, {"query_heads": config.query_head_multiplier}
 
 
-def _projection(
-    name: str,
-    rng: jax.Array | None,
-    in_axes: dict[str, int],
-    out_axes: dict[str, int],
-    bias: bool,
-    dtype: Any,
-) -> Any:
-    if bias:
-        return nn.Affine.from_config(name, rng, in_axes, out_axes, dtype=dtype)
-    return nn.Linear.from_config(name, rng, in_axes, out_axes, dtype=dtype)
-
-
 def rope_settings_of(
     config: LlamalikeTransformerConfig, attention_type: AttentionType
 ) -> RoPESettings:
@@ -226,20 +212,17 @@ def _attention(
             )
         ]
 
-    if config.query_scaling_factor == "default":
-        scale = config.projection_dim**-0.5
-    else:
-        scale = float(config.query_scaling_factor)
+    scale = _common.query_scale(config)
     q_axes = {**common, **query_only}
     q_names = (*q_axes, "seq", "projection")
     k_names = (*common, "kv_seq", "projection")
     logits_names = (*q_axes, "seq", "kv_seq")
     if isinstance(attention_type, AttentionTypeSlidingWindowCausal):
         mask: Any = nn.ApplyCausalSlidingWindowAttentionMask(
-            _MASKED, sliding_window_size=attention_type.window_size
+            _common.MASKED, sliding_window_size=attention_type.window_size
         )
     elif isinstance(attention_type, AttentionTypeGlobalCausal):
-        mask = nn.ApplyCausalAttentionMask(_MASKED)
+        mask = nn.ApplyCausalAttentionMask(_common.MASKED)
     else:
         raise ValueError(
             f"build_llamalike_transformer: unsupported attention_type {attention_type!r};"
@@ -253,7 +236,7 @@ def _attention(
     return nn.Attention(
         input_to_query=nn.Sequential(
             [
-                _projection(f"{name}/query", rng, emb, {**q_axes, **proj}, bias, dtype),
+                _common.projection(f"{name}/query", rng, emb, {**q_axes, **proj}, bias, dtype),
                 *qk_norm("query"),
                 rope(),
                 nn.ConstantRescale(jnp.asarray(scale, config.activation_dtype)),
@@ -261,7 +244,7 @@ def _attention(
         ),
         input_to_key=nn.Sequential(
             [
-                _projection(f"{name}/key", rng, emb, {**common, **proj}, bias, dtype),
+                _common.projection(f"{name}/key", rng, emb, {**common, **proj}, bias, dtype),
                 *qk_norm("key"),
                 rope(),
                 nn.RenameAxes(old="seq", new="kv_seq"),
@@ -269,7 +252,7 @@ def _attention(
         ),
         input_to_value=nn.Sequential(
             [
-                _projection(f"{name}/value", rng, emb, {**common, **proj}, bias, dtype),
+                _common.projection(f"{name}/value", rng, emb, {**common, **proj}, bias, dtype),
                 nn.RenameAxes(old="seq", new="kv_seq"),
             ]
         ),
@@ -284,7 +267,7 @@ def _attention(
         attn_value_to_output=nn.Sequential(
             [
                 nn.NamedEinsum((logits_names, k_names), (*q_axes, "seq", "projection")),
-                _projection(
+                _common.projection(
                     f"{name}/output",
                     rng,
                     {**q_axes, **proj},
@@ -323,14 +306,14 @@ def _feed_forward(
                     nn.NamedGroup(
                         "gate",
                         [
-                            _projection(f"{name}/gating", rng, emb, hidden, bias, dtype),
+                            _common.projection(f"{name}/gating", rng, emb, hidden, bias, dtype),
                             nn.Elementwise(act),
                         ],
                     ),
-                    _projection(f"{name}/value", rng, emb, hidden, bias, dtype),
+                    _common.projection(f"{name}/value", rng, emb, hidden, bias, dtype),
                 ]
             ),
-            _projection(f"{name}/out", rng, hidden, emb, bias, dtype),
+            _common.projection(f"{name}/out", rng, hidden, emb, bias, dtype),
         ]
     )
 
@@ -407,7 +390,7 @@ def _period_blocks(
 ) -> nn.Sequential:
     blocks = []
     for j, attention_type in enumerate(attention_types):
-        rng = None if init_base_rng is None else jax.random.fold_in(init_base_rng, j)
+        rng = _common.block_rng(init_base_rng, j)
         blocks.append(_block(f"{name}/block_{j}", rng, config, attention_type))
     return nn.Sequential(blocks)
 
@@ -419,12 +402,7 @@ def _blocks(
 
     def listed(indices: range) -> list[Any]:
         return [
-            _block(
-                f"{name}/block_{i}",
-                None if init_base_rng is None else jax.random.fold_in(init_base_rng, i),
-                config,
-                types[i],
-            )
+            _block(f"{name}/block_{i}", _common.block_rng(init_base_rng, i), config, types[i])
             for i in indices
         ]
 
@@ -496,14 +474,8 @@ def build_llamalike_transformer(
                 f"build_llamalike_transformer: config.{field} must be a positive int, got"
                 f" {value!r}."
             )
-    emb = {"embedding": config.embedding_dim}
-    dtype = config.parameter_dtype
-    table = nn.EmbeddingTable.from_config(
-        f"{name}/embedder", init_base_rng, config.vocab_size, emb, dtype=dtype
-    )
-    layers: list[Any] = [nn.EmbeddingLookup(table)]
-    if config.activation_dtype != dtype:
-        layers.append(nn.CastToDType(config.activation_dtype))
+    table = _common.token_embedder(name, init_base_rng, config)
+    layers: list[Any] = [nn.EmbeddingLookup(table), *_common.to_activation_dtype(config)]
     if config.scale_embeddings:
         # Rounded to float32 first, then to the activation dtype, as transformers does.
         sqrt_dim = jnp.asarray(config.embedding_dim**0.5, jnp.float32).astype(
@@ -513,32 +485,14 @@ def build_llamalike_transformer(
     layers.extend(_blocks(name, init_base_rng, config))
     layers.append(
         nn.RMSLayerNorm.from_config(
-            f"{name}/final_norm", init_base_rng, emb, epsilon=config.rms_norm_eps, dtype=dtype
+            f"{name}/final_norm",
+            init_base_rng,
+            {"embedding": config.embedding_dim},
+            epsilon=config.rms_norm_eps,
+            dtype=config.parameter_dtype,
         )
     )
-    if config.tie_embedder_and_logits:
-        layers.append(nn.EmbeddingDecode(table))
-    else:
-        layers.append(
-            nn.Linear.from_config(
-                f"{name}/lm_head",
-                init_base_rng,
-                emb,
-                {"vocabulary": config.vocab_size},
-                dtype=dtype,
-            )
-        )
+    layers.append(_common.unembedding(name, init_base_rng, config, table))
     if config.final_logit_softcap is not None:
         layers.append(nn.TanhSoftCap(config.final_logit_softcap))
-    common, query_only = _head_axes(config)
-    metadata = model_parts.TransformerMetadata(
-        common_head_axes=common,
-        query_only_head_axes=query_only,
-        embedding_dim=config.embedding_dim,
-        projection_dim=config.projection_dim,
-        mlp_hidden_dim=config.mlp_hidden_dim,
-        vocab_size=config.vocab_size,
-        activation_dtype=config.activation_dtype,
-        config=config,
-    )
-    return model_parts.TransformerLM(body=nn.Sequential(layers), metadata=metadata)
+    return _common.transformer_lm(layers, config, *_head_axes(config))

@@ -1,0 +1,234 @@
+"""Tables that map a Hugging Face checkpoint's tensors to saikei parameter values.
+
+Every family's `params_from_hf` and `params_to_hf` (see `_families`) list the
+checkpoint's tensors as `HFTensor` rows, built mostly with `value` and
+`linear`, and hand the list to `read_tensors` or `write_tensors`: one table
+serves both directions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from saikei.core import named_axes as nx
+from saikei.models.transformer import _families
+from saikei.models.transformer._families import positional
+
+
+@dataclasses.dataclass(frozen=True)
+class HFTensor:
+    """One HF tensor and the parameter value(s) it holds.
+
+    The tensor is reshaped to `sizes`. With `split_axis` None it is the value
+    of `labels[0]` with axis names `names`; otherwise its `split_axis` indexes
+    the values of `labels` (a fused projection), each named `names`. Our
+    values are the checkpoint's plus `offset` (added in float32).
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> _hf_tables.HFTensor("w", (6,), ("a",), ("x", "y"), (2, 3)).split_axis is None
+      True
+    """
+
+    hf_name: str
+    hf_shape: tuple[int, ...]
+    labels: tuple[str, ...]
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    split_axis: int | None = None
+    offset: float = 0.0
+
+
+def value(hf_name: str, label: str, axes: Mapping[str, int], offset: float = 0.0) -> HFTensor:
+    """A tensor that holds one value, laid out as the value's `axes` (names and sizes, in order).
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> t = _hf_tables.value("lm_head.weight", "lm_head.weights", {"vocabulary": 5,
+      ...     "embedding": 4})
+      >>> t.hf_shape, t.names
+      ((5, 4), ('vocabulary', 'embedding'))
+    """
+    sizes = tuple(axes.values())
+    return HFTensor(hf_name, sizes, (label,), tuple(axes), sizes, offset=offset)
+
+
+def weights_label(name: str, bias: bool) -> str:
+    """The label suffix of a projection's weight (`nn.Affine` if biased, else `nn.Linear`).
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> _hf_tables.weights_label("mlp/out", True), _hf_tables.weights_label("mlp/out", False)
+      ('mlp/out/Linear.weights', 'mlp/out.weights')
+    """
+    return f"{name}/Linear.weights" if bias else f"{name}.weights"
+
+
+def bias_label(name: str) -> str:
+    """The label suffix of a biased projection's bias.
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> _hf_tables.bias_label("mlp/out")
+      'mlp/out/AddBias.bias'
+    """
+    return f"{name}/AddBias.bias"
+
+
+def linear(
+    label: str,
+    hf_prefix: str,
+    out_axes: Mapping[str, int],
+    in_axes: Mapping[str, int],
+    *,
+    bias: bool,
+    transposed: bool = False,
+) -> list[HFTensor]:
+    """The weight (and bias) of a projection, stored as `{hf_prefix}.weight` (and `.bias`).
+
+    The weight is a matrix `(out, in)`, as `torch.nn.Linear` stores it, or
+    `(in, out)` if `transposed` (GPT-2's `Conv1D`); each side flattens its
+    axes in order. The bias is a vector over the output.
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> w, b = _hf_tables.linear("attention/query", "q_proj",
+      ...     {"heads": 2, "projection": 4}, {"embedding": 8}, bias=True)
+      >>> w.hf_shape, w.labels, w.names
+      ((8, 8), ('attention/query/Linear.weights',), ('heads', 'projection', 'embedding'))
+      >>> b.hf_name, b.hf_shape, b.names
+      ('q_proj.bias', (8,), ('heads', 'projection'))
+    """
+    out_size, in_size = math.prod(out_axes.values()), math.prod(in_axes.values())
+    first, second = (in_axes, out_axes) if transposed else (out_axes, in_axes)
+    weight = HFTensor(
+        f"{hf_prefix}.weight",
+        (in_size, out_size) if transposed else (out_size, in_size),
+        (weights_label(label, bias),),
+        (*first, *second),
+        (*first.values(), *second.values()),
+    )
+    if not bias:
+        return [weight]
+    return [
+        weight,
+        HFTensor(
+            f"{hf_prefix}.bias",
+            (out_size,),
+            (bias_label(label),),
+            tuple(out_axes),
+            tuple(out_axes.values()),
+        ),
+    ]
+
+
+def layer_norm(label: str, hf_prefix: str, width: int) -> list[HFTensor]:
+    """The scale and shift of a LayerNorm over `embedding` of size `width`.
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> [t.labels[0] for t in _hf_tables.layer_norm("final_norm", "ln_f", 4)]
+      ['final_norm/scale.weights', 'final_norm/shift.bias']
+    """
+    axes = {"embedding": width}
+    return [
+        value(f"{hf_prefix}.weight", f"{label}/scale.weights", axes),
+        value(f"{hf_prefix}.bias", f"{label}/shift.bias", axes),
+    ]
+
+
+def qkv_labels(bias: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The weight labels and bias labels of the query, key and value projections.
+
+    Example:
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> _hf_tables.qkv_labels(False)[0]
+      ('attention/query.weights', 'attention/key.weights', 'attention/value.weights')
+    """
+    which = ("query", "key", "value")
+    weights = tuple(weights_label(f"attention/{w}", bias) for w in which)
+    return weights, tuple(bias_label(f"attention/{w}") for w in which)
+
+
+def read_tensors(
+    tensors: Sequence[HFTensor], get: _families.TensorGetter
+) -> dict[str, nx.NamedArray]:
+    """Reads `tensors` from a checkpoint into parameter values keyed by label suffix.
+
+    Example:
+      >>> import numpy as np
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> t = _hf_tables.HFTensor("w", (6,), ("a", "b", "c"), ("x",), (3, 2), split_axis=0)
+      >>> values = _hf_tables.read_tensors([t], lambda key, shape: np.arange(6.0))
+      >>> values["b"].unwrap("x").tolist()
+      [2.0, 3.0]
+    """
+    out: dict[str, nx.NamedArray] = {}
+    for t in tensors:
+        data = jnp.asarray(get(t.hf_name, t.hf_shape)).reshape(t.sizes)
+        if t.offset:
+            data = (data.astype(jnp.float32) + t.offset).astype(data.dtype)
+        if t.split_axis is None:
+            out[t.labels[0]] = nx.wrap(data, *t.names)
+            continue
+        for i, label in enumerate(t.labels):
+            out[label] = nx.wrap(data[(slice(None),) * t.split_axis + (i,)], *t.names)
+    return out
+
+
+def write_tensors(
+    tensors: Sequence[HFTensor], values: Mapping[str, nx.NamedArray]
+) -> dict[str, np.ndarray]:
+    """The inverse of `read_tensors`: HF-named numpy arrays from parameter values.
+
+    Example:
+      >>> from saikei import sk
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> t = _hf_tables.HFTensor("w", (4,), ("a", "b"), ("x",), (2, 2), split_axis=0)
+      >>> ours = {"a": sk.nx.zeros({"x": 2}), "b": sk.nx.ones({"x": 2})}
+      >>> _hf_tables.write_tensors([t], ours)["w"].tolist()
+      [0.0, 0.0, 1.0, 1.0]
+    """
+    out: dict[str, np.ndarray] = {}
+    for t in tensors:
+        parts = [positional(values[label], *t.names) for label in t.labels]
+        data = parts[0] if t.split_axis is None else np.stack(parts, axis=t.split_axis)
+        data = data.reshape(t.hf_shape)
+        if t.offset:
+            data = (data.astype(np.float32) - t.offset).astype(data.dtype)
+        out[t.hf_name] = data
+    return out
+
+
+def get_first(
+    get: _families.TensorGetter, hf_names: Sequence[str], shape: tuple[int, ...]
+) -> tuple[str, Any]:
+    """Returns `(name, tensor)` for the first of `hf_names` the checkpoint has with `shape`.
+
+    Checkpoints of one architecture sometimes name a tensor differently
+    (e.g. Pythia's `embed_out.weight`, HF's newer `lm_head.weight`). If none
+    fits, the error quotes why each did not.
+
+    Example:
+      >>> import numpy as np
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> def get(key, shape):
+      ...     if key != "b":
+      ...         raise ValueError(f"missing tensor {key!r}")
+      ...     return np.zeros(shape)
+      >>> _hf_tables.get_first(get, ["a", "b"], (2,))[0]
+      'b'
+    """
+    errors = []
+    for hf_name in hf_names:
+        try:
+            return hf_name, get(hf_name, shape)
+        except ValueError as e:
+            errors.append(str(e))
+    raise ValueError(f"none of the tensors {list(hf_names)} fits: " + " / ".join(errors))
