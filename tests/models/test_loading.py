@@ -128,6 +128,21 @@ def test_bfloat16_checkpoint_loads(tmp_path):
     )
 
 
+def test_bfloat16_weights_with_float32_activations(tmp_path):
+    # bfloat16 storage, float32 compute: the same numbers as the float32 model
+    # holding the bfloat16-rounded weights, which is what HF computes when it
+    # loads the bfloat16 checkpoint in float32.
+    path = _saved(tmp_path, _hf_model().to(torch.bfloat16))
+    reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lm = loading.load_pretrained(path, dtype="bfloat16", activation_dtype="float32", progress=False)
+    assert {v.dtype for v in _params(lm).values()} == {jnp.dtype(jnp.bfloat16)}
+    assert lm.metadata.activation_dtype == jnp.float32
+    tokens = random_tokens()
+    logits = our_logits(lm, tokens)
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(logits, hf_logits(reference, tokens), atol=1e-5, rtol=0)
+
+
 def test_progress_bar_goes_to_stderr(tmp_path, capsys):
     loading.load_pretrained(_saved(tmp_path, _hf_model()), progress=True)
     captured = capsys.readouterr()

@@ -188,6 +188,7 @@ def model_from_hf_tensors(
     tensor_shapes: Mapping[str, tuple[int, ...]],
     *,
     dtype: Any = None,
+    activation_dtype: Any = None,
     use_layer_stack: bool = False,
     name: str = "transformer",
     source: str = "checkpoint",
@@ -199,7 +200,8 @@ def model_from_hf_tensors(
       get_tensor: Returns the tensor of a name (numpy or jax array); called
         once per tensor, so it may read lazily from disk.
       tensor_shapes: The shape of every tensor the checkpoint holds.
-      dtype: Parameter (and activation) dtype; None keeps float32.
+      dtype: Parameter dtype; None keeps float32.
+      activation_dtype: Activation dtype; None means `dtype`.
       use_layer_stack: Build the blocks as one LayerStack.
       name: Prefix of the parameter labels.
       source: Describes the checkpoint in error messages (e.g. its path).
@@ -231,7 +233,7 @@ def model_from_hf_tensors(
         config,
         use_layer_stack=use_layer_stack,
         parameter_dtype=param_dtype,
-        activation_dtype=param_dtype,
+        activation_dtype=param_dtype if activation_dtype is None else jnp.dtype(activation_dtype),
     )
     used: set[str] = set()
 
@@ -267,6 +269,7 @@ def from_huggingface_model(
     hf_model: Any,
     *,
     dtype: Any = None,
+    activation_dtype: Any = None,
     use_layer_stack: bool = False,
     name: str = "transformer",
 ) -> model_parts.TransformerLM:
@@ -278,7 +281,9 @@ def from_huggingface_model(
     Args:
       hf_model: A `transformers` `*ForCausalLM` model of a supported
         `model_type` (see `supported_model_types()`).
-      dtype: Parameter and activation dtype; None means float32.
+      dtype: Parameter dtype; None means float32.
+      activation_dtype: Activation dtype; None means `dtype` (use float32 with
+        bfloat16 weights to analyse activations at full precision).
       use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
       name: Prefix of the parameter labels.
 
@@ -314,6 +319,7 @@ def from_huggingface_model(
         get_tensor,
         shapes,
         dtype=dtype,
+        activation_dtype=activation_dtype,
         use_layer_stack=use_layer_stack,
         name=name,
         source=f"{type(hf_model).__name__}",

@@ -252,6 +252,7 @@ def load_pretrained(
     path: str | os.PathLike[str],
     *,
     dtype: Any = None,
+    activation_dtype: Any = None,
     use_layer_stack: bool = False,
     progress: bool = True,
     name: str = "transformer",
@@ -265,6 +266,9 @@ def load_pretrained(
         dequantized to `dtype`).
       dtype: Parameter and activation dtype: None (float32), `"bfloat16"`,
         `jnp.bfloat16`, ...
+      activation_dtype: Dtype of the activations; None means `dtype`. E.g.
+        `dtype="bfloat16", activation_dtype="float32"` keeps bfloat16 weights
+        but computes (and lets you inspect) activations in float32.
       use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
       progress: Show a progress bar on stderr (tqdm if installed, else a
         counter).
@@ -329,6 +333,9 @@ def load_pretrained(
                     read,
                     shapes,
                     dtype=param_dtype,
+                    activation_dtype=None
+                    if activation_dtype is None
+                    else _param_dtype(activation_dtype),
                     use_layer_stack=use_layer_stack,
                     name=name,
                     source=str(path),

@@ -204,8 +204,12 @@ def build_gpt2_transformer(
         vocabulary_axis="positions",
         dtype=config.parameter_dtype,
     )
+    # Cast before adding positions as well as after: the sum is then formed in
+    # the activation dtype (f32 activations over bf16 weights stay exact) and
+    # the result never drifts to a promoted dtype.
     layers: list[Any] = [
         nn.EmbeddingLookup(table),
+        *_common.to_activation_dtype(config),
         AddPositionEmbeddings(positions),
         *_common.to_activation_dtype(config),
     ]
