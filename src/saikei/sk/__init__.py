@@ -3,7 +3,8 @@
 `sk` gathers saikei's everyday names in one place, the way `pz` does for
 penzai: structs and selectors (`sk.Struct`, `sk.select`), variables
 (`sk.Parameter`, `sk.StateVariable`, `sk.unbind_variables`, ...), and the
-sub-namespaces `sk.nx` (named axes) and `sk.chk` (shape checking).
+sub-namespaces `sk.nx` (named axes), `sk.chk` (shape checking) and `sk.interp`
+(interpretability: hook points, caches, interventions).
 
 Example:
   >>> from saikei import sk
@@ -11,6 +12,7 @@ Example:
   {'features': 3}
 """
 
+from saikei import interp as interp
 from saikei import nn as nn
 from saikei import viz as ts  # noqa: F401  (the sk.ts namespace)
 from saikei.core import AbstractVariable as AbstractVariable

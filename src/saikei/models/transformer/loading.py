@@ -32,7 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saikei.models.transformer import _families, _gguf, _gguf_tokenizer, model_parts
+from saikei.models.transformer import (
+    _families,
+    _gguf,
+    _gguf_tokenizer,
+    _hook_points,
+    model_parts,
+)
 
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
@@ -256,6 +262,7 @@ def load_pretrained(
     use_layer_stack: bool = False,
     progress: bool = True,
     name: str = "transformer",
+    hook_points: bool = False,
 ) -> model_parts.TransformerLM:
     """Loads a pretrained causal language model from a Hugging Face directory or a GGUF file.
 
@@ -273,6 +280,8 @@ def load_pretrained(
       progress: Show a progress bar on stderr (tqdm if installed, else a
         counter).
       name: Prefix of the parameter labels.
+      hook_points: Insert the standard named hook points (see
+        `saikei.interp.with_hook_points`) for caching and interventions.
 
     Returns:
       The model with its weights bound.
@@ -328,7 +337,7 @@ def load_pretrained(
                 return value
 
             try:
-                return _families.model_from_hf_tensors(
+                model = _families.model_from_hf_tensors(
                     hf_config,
                     read,
                     shapes,
@@ -340,6 +349,7 @@ def load_pretrained(
                     name=name,
                     source=str(path),
                 )
+                return _hook_points.with_hook_points(model) if hook_points else model
             except KeyError as err:
                 raise ValueError(
                     f"{path}: the config lacks the field {err.args[0]!r}, which a"
