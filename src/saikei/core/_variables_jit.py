@@ -18,6 +18,8 @@ from saikei.core._variables_types import (
     AbstractVariable,
     Parameter,
     StateVariable,
+    _NotPassedIn,
+    _NotPassedInRead,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,11 +49,45 @@ class _Payloads(Struct):
     specs: tuple[Any, ...] = dataclasses.field(metadata={"pytree_node": False})
 
 
-def _export(variables: list[AbstractVariable]) -> _Payloads:
+class _LeftOut:
+    """Which StateVariables a `variable_jit` function receives without their value.
+
+    A fresh saver holds None until the function first assigns it an array;
+    passing that None in, then the array on the next call, would trace the
+    function twice. So a StateVariable whose value is None, or which an earlier
+    trace overwrote before reading, is passed without its value (its copy
+    holds a `_NotPassedIn` marker). A trace that reads such a copy before
+    assigning it is abandoned and redone with the value passed in, so the
+    compiled function never depends on a value it did not receive.
+    """
+
+    __slots__ = ("must_pass", "overwritten")
+
+    def __init__(self) -> None:
+        self.overwritten: set[Any] = set()  # labels assigned before being read
+        self.must_pass: set[Any] = set()  # labels read before being assigned
+
+    def leaves_out(self, var: AbstractVariable) -> bool:
+        if var.__class__ is not StateVariable:
+            return False
+        value = var._value  # type: ignore[attr-defined]
+        if value.__class__ is _NotPassedIn:
+            return True  # a left-out copy handed on to a nested variable_jit
+        label = var.label  # type: ignore[attr-defined]
+        if label in self.must_pass:
+            return False
+        return value is None or label in self.overwritten
+
+
+def _export(variables: list[AbstractVariable], left_out: _LeftOut) -> _Payloads:
     payloads = []
     specs = []
     for var in variables:
-        if var.__class__ in _RAW_TYPES:
+        if left_out.leaves_out(var):
+            # The fourth entry marks a value left out (the payload is None).
+            specs.append((var.__class__, var.label, dict(var.metadata), True))  # type: ignore[attr-defined]
+            payloads.append(None)
+        elif var.__class__ in _RAW_TYPES:
             # A copy of the metadata, so that editing it later forces a retrace
             # instead of silently changing the cached key.
             specs.append((var.__class__, var.label, dict(var.metadata)))  # type: ignore[attr-defined]
@@ -65,12 +101,21 @@ def _export(variables: list[AbstractVariable]) -> _Payloads:
 def _rebuild(spec: Any, payload: Any) -> AbstractVariable:
     if spec is None:
         return payload.unfreeze_as_copy()
+    if len(spec) == 4:
+        cls, label, metadata, _ = spec
+        copy = cls._rebuild(label, None, dict(metadata))
+        copy._value = _NotPassedIn()
+        return copy
     cls, label, metadata = spec
     return cls._rebuild(label, payload, dict(metadata))
 
 
 def _current_payload(spec: Any, variable: Any) -> Any:
     return variable.freeze() if spec is None else variable.value
+
+
+def _is_left_out(spec: Any) -> bool:
+    return spec is not None and len(spec) == 4
 
 
 def _replaced(before: Any, after: Any) -> bool:
@@ -115,6 +160,7 @@ def _call_with_copies(
         # Copies made at this depth are the only variables the function may
         # touch; older ones were captured rather than passed in.
         copies = [_rebuild(spec, payload) for spec, payload in zip(specs, inputs)]
+        markers = [copy._value for spec, copy in zip(specs, copies) if _is_left_out(spec)]  # type: ignore[attr-defined]
         args, kwargs = rebuild_arguments(copies)
         result = fun(*args, **kwargs)
         returned = [
@@ -133,9 +179,16 @@ def _call_with_copies(
         # position (the keys are static, so the caller knows which is which);
         # a weight that was only read is not copied out. Donated values always
         # come back, since their input buffers are consumed.
+        if any(marker.was_read for marker in markers):
+            # Even if the function caught the error, its trace used no value.
+            raise _NotPassedInRead()
         first_donated = len(kept.payloads)
         updates = {}
         for index, (spec, before, copy) in enumerate(zip(specs, inputs, copies)):
+            if _is_left_out(spec):
+                if copy._value.__class__ is not _NotPassedIn:  # type: ignore[attr-defined]
+                    updates[index] = copy._value  # type: ignore[attr-defined]
+                continue
             after = _current_payload(spec, copy)
             if index >= first_donated or _replaced(before, after):
                 updates[index] = after
@@ -187,6 +240,34 @@ def _split_for_donation(
         [variables[i] for i in donated],
         [renumber[k] for k in positions],
     )
+
+
+def _pass_left_out_next_time(
+    left_out: _LeftOut, variables: list[AbstractVariable], kept: _Payloads, donated: _Payloads
+) -> None:
+    """After a trace read a value that was left out: pass those values in."""
+    specs = kept.specs + donated.specs
+    dropped = [var for var, spec in zip(variables, specs) if _is_left_out(spec)]
+    if not dropped or any(var._value.__class__ is _NotPassedIn for var in dropped):  # type: ignore[attr-defined]
+        # Nothing of ours was left out, or the value is missing one level up
+        # (a nested variable_jit): the enclosing call must retrace.
+        raise _NotPassedInRead()
+    left_out.must_pass.update(var.label for var in dropped)  # type: ignore[attr-defined]
+    left_out.overwritten.difference_update(left_out.must_pass)
+
+
+def _note_overwritten(
+    left_out: _LeftOut,
+    variables: list[AbstractVariable],
+    kept: _Payloads,
+    donated: _Payloads,
+    updates: dict[int, Any],
+) -> None:
+    """Remembers left-out variables the function assigned, to leave them out again."""
+    specs = kept.specs + donated.specs
+    for index in updates:
+        if _is_left_out(specs[index]):
+            left_out.overwritten.add(variables[index].label)  # type: ignore[attr-defined]
 
 
 def _write_back(variables: list[AbstractVariable], updates: dict[int, Any]) -> None:
@@ -276,6 +357,7 @@ def _flat_variable_jit(fun: F, donate_variables: bool, jit_kwargs: dict[str, Any
         jit_kwargs = {**jit_kwargs, "donate_argnums": (3,)}
     jitted = jax.jit(traced, static_argnums=(0,), **jit_kwargs)
     no_variables = _Payloads(payloads=(), specs=())
+    left_out = _LeftOut()
 
     @functools.wraps(fun)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -288,10 +370,18 @@ def _flat_variable_jit(fun: F, donate_variables: bool, jit_kwargs: dict[str, Any
         if donate_variables:
             kept_vars, donated_vars, positions = _split_for_donation(variables, positions)
             variables = kept_vars + donated_vars
-            kept, donated = _export(kept_vars), _export(donated_vars)
-        else:
-            kept, donated = _export(variables), no_variables
-        result, updates = jitted((treedef, tuple(positions)), leaves, kept, donated)
+        layout = (treedef, tuple(positions))
+        while True:
+            if donate_variables:
+                kept, donated = _export(kept_vars, left_out), _export(donated_vars, left_out)
+            else:
+                kept, donated = _export(variables, left_out), no_variables
+            try:
+                result, updates = jitted(layout, leaves, kept, donated)
+                break
+            except _NotPassedInRead:
+                _pass_left_out_next_time(left_out, variables, kept, donated)
+        _note_overwritten(left_out, variables, kept, donated, updates)
         _write_back(variables, updates)
         return result
 
@@ -320,6 +410,7 @@ def _keyword_variable_jit(fun: F, donate_variables: bool, jit_kwargs: dict[str, 
         jit_kwargs = {**jit_kwargs, "donate_argnames": (*names, _DONATED)}
     jitted = jax.jit(traced, **jit_kwargs)
     no_variables = _Payloads(payloads=(), specs=())
+    left_out = _LeftOut()
 
     @functools.wraps(fun)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -330,13 +421,77 @@ def _keyword_variable_jit(fun: F, donate_variables: bool, jit_kwargs: dict[str, 
         if donate_variables:
             kept_vars, donated_vars, _ = _split_for_donation(variables, [])
             variables = kept_vars + donated_vars
-            kwargs[_KEPT] = _export(kept_vars)
-            kwargs[_DONATED] = _export(donated_vars)
-        else:
-            kwargs[_KEPT] = _export(variables)
-            kwargs[_DONATED] = no_variables
-        result, updates = jitted(*args, **kwargs)
+        while True:
+            if donate_variables:
+                kept = kwargs[_KEPT] = _export(kept_vars, left_out)
+                donated = kwargs[_DONATED] = _export(donated_vars, left_out)
+            else:
+                kept = kwargs[_KEPT] = _export(variables, left_out)
+                donated = kwargs[_DONATED] = no_variables
+            try:
+                result, updates = jitted(*args, **kwargs)
+                break
+            except _NotPassedInRead:
+                _pass_left_out_next_time(left_out, variables, kept, donated)
+        _note_overwritten(left_out, variables, kept, donated, updates)
         _write_back(variables, updates)
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+# Variables handed to JAX transformations -----------------------------------------
+
+
+class VariableInTransformError(ValueError):
+    """A bound variable reached `jax.grad`, `jax.jit`, `jax.vmap`, ... as an argument."""
+
+
+def _variable_in_transform(variable: Any) -> Any:
+    kind = type(variable).__name__
+    label = getattr(variable, "label", None)
+    if isinstance(variable, Parameter):
+        how = (
+            "To differentiate with respect to the weights, unbind them and pass their frozen"
+            " values:\n"
+            "    unbound, params = sk.unbind_params(model, freeze=True)\n"
+            "    def loss(params, x): return f(sk.bind_variables(unbound, params), x)\n"
+            "    grads = jax.grad(loss)(params, x)\n"
+            "To treat them as constants, pass `sk.freeze_params(model)` instead of `model`;"
+            " to compile a function that takes the model as it is, use `sk.variable_jit`."
+        )
+    else:
+        how = (
+            "Pass `sk.freeze_variables(model)` (read-only values), or unbind them with"
+            " `sk.unbind_variables(model, freeze=True)` and rebind inside the function with"
+            " `sk.bind_variables(..., unfreeze_as_copy=True)`; `sk.variable_jit` does this"
+            " for you and writes the new values back."
+        )
+    raise VariableInTransformError(
+        f"{kind} {label!r} was passed to a JAX transformation (jax.grad, jax.jit, jax.vmap,"
+        f" ...) while bound inside the arguments; JAX accepts only arrays at the leaves, and"
+        f" a {kind} is a mutable box. {how}"
+    )
+
+
+def _register_transform_errors() -> None:
+    """Makes JAX report bound variables with `VariableInTransformError`.
+
+    JAX looks up leaf types in these two tables (by class and its bases)
+    before it gives up with a generic TypeError; they are private, so a JAX
+    version without them keeps its own error.
+    """
+    try:
+        from jax._src import core as jax_core
+        from jax._src import dtypes as jax_dtypes
+    except ImportError:  # pragma: no cover - depends on JAX internals
+        return
+    mappings = getattr(jax_core, "pytype_aval_mappings", None)
+    if isinstance(mappings, dict):
+        mappings[AbstractVariable] = _variable_in_transform
+    register = getattr(jax_dtypes, "register_canonicalize_value_handler", None)
+    if register is not None:
+        register(AbstractVariable, _variable_in_transform)
+
+
+_register_transform_errors()

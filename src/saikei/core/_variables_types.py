@@ -77,6 +77,25 @@ class _TraceState(threading.local):
 _TRACE = _TraceState()
 
 
+class _NotPassedIn:
+    """Value of a `variable_jit` copy whose value was left out of the call.
+
+    `variable_jit` leaves out the values of state it expects the function to
+    overwrite before reading (fresh savers), so that the compiled function
+    does not depend on them; reading such a copy raises `_NotPassedInRead`,
+    and `variable_jit` then retraces with the value passed in.
+    """
+
+    __slots__ = ("was_read",)
+
+    def __init__(self) -> None:
+        self.was_read = False
+
+
+class _NotPassedInRead(Exception):
+    """Raised by reading a `_NotPassedIn` copy; `variable_jit` handles it."""
+
+
 def _captured_variable_error(variable: LabeledVariable) -> RuntimeError:
     return RuntimeError(
         f"{type(variable).__name__} with label {variable.label!r} was used inside a"
@@ -379,7 +398,11 @@ class LabeledVariable(AbstractVariable, Generic[T]):
         """The current value (assigning converts leaves to jax arrays)."""
         if _TRACE.depth > self._trace_depth:
             raise _captured_variable_error(self)
-        return self._value
+        value = self._value
+        if value.__class__ is _NotPassedIn:
+            value.was_read = True
+            raise _NotPassedInRead(self.label)
+        return value
 
     @value.setter
     def value(self, new_value: T) -> None:
