@@ -80,6 +80,17 @@ block 3 with `jnp.where(hook.current_layer() == 3, new, old)`. Outside a
 stack, `current_layer()` is the int in the name.
 """
 
+from saikei.interp._interventions import Ablate as Ablate
+from saikei.interp._interventions import Add as Add
+from saikei.interp._interventions import Hook as Hook
+from saikei.interp._interventions import Intervention as Intervention
+from saikei.interp._interventions import Replace as Replace
+from saikei.interp._interventions import Scale as Scale
+from saikei.interp._interventions import intervene as intervene
+from saikei.interp._interventions import interventions as interventions
+from saikei.interp._interventions import remove_interventions as remove_interventions
+from saikei.interp._weights import ModelWeights as ModelWeights
+from saikei.interp._weights import weights as weights
 from saikei.models.transformer._hook_points import HookPoint as HookPoint
 from saikei.models.transformer._hook_points import hook_names as hook_names
 from saikei.models.transformer._hook_points import with_hook_points as with_hook_points
