@@ -80,6 +80,7 @@ block 3 with `jnp.where(hook.current_layer() == 3, new, old)`. Outside a
 stack, `current_layer()` is the int in the name.
 """
 
+from saikei.interp import head_scores as head_scores
 from saikei.interp._interventions import Ablate as Ablate
 from saikei.interp._interventions import Add as Add
 from saikei.interp._interventions import Hook as Hook
@@ -89,6 +90,8 @@ from saikei.interp._interventions import Scale as Scale
 from saikei.interp._interventions import intervene as intervene
 from saikei.interp._interventions import interventions as interventions
 from saikei.interp._interventions import remove_interventions as remove_interventions
+from saikei.interp._metrics import LogitDiff as LogitDiff
+from saikei.interp._metrics import logit_diff as logit_diff
 from saikei.interp._weights import ModelWeights as ModelWeights
 from saikei.interp._weights import weights as weights
 from saikei.models.transformer._hook_points import HookPoint as HookPoint
