@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -134,8 +135,12 @@ def _json_metadata(metadata: dict[Any, Any]) -> Any:
 # Values ----------------------------------------------------------------------------
 
 
-def _encode_value(value: Any, where: str, tensors: dict[str, np.ndarray] | None) -> Any:
-    """Describes `value` as JSON; adds its arrays to `tensors` (if given) under fresh keys."""
+def _encode_value(value: Any, where: str, tensors: Any) -> Any:
+    """Describes `value` as JSON; hands its arrays to `tensors` (if given), which names them.
+
+    `tensors` is None (describe only), a dict (arrays are stored in it as numpy
+    under fresh keys) or a callable `sink(array) -> key`.
+    """
     if isinstance(value, NamedArray):
         return {
             "t": "named",
@@ -153,20 +158,20 @@ def _encode_value(value: Any, where: str, tensors: dict[str, np.ndarray] | None)
             raise ValueError(
                 f"Cannot checkpoint the traced value at {where}: save outside of jit/grad."
             )
-        array = np.asarray(value)
+        dtype = np.dtype(value.dtype)
         entry: dict[str, Any] = {
             "t": "array",
             "jax": isinstance(value, jax.Array),
-            "dtype": array.dtype.name,
-            "shape": list(array.shape),
+            "dtype": dtype.name,
+            "shape": list(np.shape(value)),
         }
         if isinstance(value, jax.Array) and value.weak_type:
             entry["weak"] = True
-        if tensors is not None:
+        if callable(tensors):
+            entry["key"] = tensors(value)
+        elif tensors is not None:
             key = str(len(tensors))
-            if array.dtype not in _NATIVE_DTYPES:
-                array = array.view(f"uint{array.dtype.itemsize * 8}")
-            tensors[key] = np.ascontiguousarray(array)
+            tensors[key] = _storable(np.asarray(value))
             entry["key"] = key
         return entry
     if value is None or isinstance(value, bool | int | float | str):
@@ -193,14 +198,115 @@ def _encode_value(value: Any, where: str, tensors: dict[str, np.ndarray] | None)
     )
 
 
-def _decode_value(entry: dict[str, Any], tensors: Any) -> Any:
+def _storable(array: np.ndarray) -> np.ndarray:
+    """The array as safetensors can hold it (non-native dtypes viewed as unsigned ints)."""
+    if array.dtype not in _NATIVE_DTYPES:
+        array = array.view(f"uint{array.dtype.itemsize * 8}")
+    return np.ascontiguousarray(array)
+
+
+class _FileSource:
+    """The tensors of a single-file checkpoint, whole or by region."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def read(self, key: str, index: tuple[slice, ...] | None) -> np.ndarray:
+        if not index:
+            return self.handle.get_tensor(key)
+        return self.handle.get_slice(key)[index]
+
+
+class _ChunkSource:
+    """The tensors of a sharded checkpoint: regions are assembled from the chunk files."""
+
+    def __init__(self, path: str, shard_names: list[str]):
+        directory = os.path.dirname(os.path.abspath(path))
+        self.chunks: dict[str, list[tuple[Any, str, list[list[int]]]]] = {}
+        for name in shard_names:
+            file = os.path.join(directory, name)
+            if not os.path.isfile(file):
+                raise FileNotFoundError(
+                    f"{path!r} is a sharded checkpoint whose chunk file {name!r} is missing from"
+                    f" {directory}; all chunk files must sit beside the index file."
+                )
+            handle = safe_open(file, framework="numpy")
+            for key, tensor, box in json.loads(handle.metadata()[_CHUNKS_KEY]):
+                self.chunks.setdefault(key, []).append((handle, tensor, box))
+
+    def read(self, key: str, index: tuple[slice, ...] | None) -> np.ndarray:
+        parts = self.chunks.get(key, [])
+        if not parts:
+            raise ValueError(f"the sharded checkpoint holds no data for tensor {key}.")
+        shape = [hi for _, hi in parts[0][2]]
+        for _, _, box in parts:
+            shape = [max(a, hi) for a, (_, hi) in zip(shape, box)]
+        want = [s.indices(n)[:2] for s, n in zip(index or (), shape)] or [(0, n) for n in shape]
+        out: np.ndarray | None = None
+        covered = 0
+        for handle, tensor, box in parts:
+            lo = [max(a, b) for (a, _), (b, _) in zip(want, box)]
+            hi = [min(a, b) for (_, a), (_, b) in zip(want, box)]
+            if any(h <= low for low, h in zip(lo, hi)):
+                continue
+            src = tuple(slice(a - b0, c - b0) for a, c, (b0, _) in zip(lo, hi, box))
+            piece = handle.get_slice(tensor)[src] if src else handle.get_tensor(tensor)
+            if out is None:
+                out = np.empty([h - low for low, h in want], piece.dtype)
+            dst = tuple(slice(a - w0, c - w0) for a, c, (w0, _) in zip(lo, hi, want))
+            out[dst] = piece
+            covered += int(np.prod([c - a for a, c in zip(lo, hi)]))
+        if out is None or covered < int(np.prod([h - low for low, h in want])):
+            raise ValueError(
+                f"the sharded checkpoint's chunk files do not cover tensor {key} (region"
+                f" {want}); a chunk file is missing or from another save."
+            )
+        return out
+
+
+def _target_sharding(like: Any, names: Any, placement: Any, ndim: int) -> Any:
+    """Where a restored array goes: beside the value it replaces, or by name on a mesh."""
+    spread = isinstance(like, jax.Array) and not isinstance(like, jax.core.Tracer)
+    if spread and (not like.is_fully_addressable or len(like.sharding.device_set) > 1):
+        return like.sharding
+    if placement is None:
+        return None
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh, mapping = placement
+    if names is None:
+        return NamedSharding(mesh, PartitionSpec())
+    from saikei.toolshed.sharding_util import _spec_for
+
+    probe = NamedArray(jax.ShapeDtypeStruct((0,) * ndim, jnp.float32), axis_names=names)
+    return NamedSharding(mesh, _spec_for(probe, mapping, "a restored array"))
+
+
+def _decode_value(
+    entry: dict[str, Any],
+    source: Any,
+    like: Any = None,
+    placement: Any = None,
+    names: Any = None,
+) -> Any:
+    """Rebuilds a value; arrays land where `like` (the value they replace) lives, or on the
+    mesh of `placement` (`(mesh, axis mapping)`), or else on the default device."""
     kind = entry["t"]
     if kind == "array":
-        array = tensors.get_tensor(entry["key"])
         dtype = jnp.dtype(entry["dtype"])
+        shape = tuple(entry["shape"])
+        sharding = _target_sharding(like, names, placement, len(shape)) if entry["jax"] else None
+        if sharding is not None:
+
+            def region(index: tuple[slice, ...]) -> np.ndarray:
+                piece = source.read(entry["key"], tuple(index))
+                return piece.view(dtype) if piece.dtype != dtype else piece
+
+            return jax.make_array_from_callback(shape, sharding, region)
+        array = source.read(entry["key"], None)
         if array.dtype != dtype:
             array = array.view(dtype)
-        array = array.reshape(entry["shape"])
+        array = array.reshape(shape)
         if not entry["jax"]:
             return array
         if entry.get("weak") and array.ndim == 0:
@@ -211,14 +317,24 @@ def _decode_value(entry: dict[str, Any], tensors: Any) -> Any:
                 return weak
         return jnp.asarray(array)
     if kind == "named":
-        return NamedArray(_decode_value(entry["data"], tensors), axis_names=tuple(entry["names"]))
+        inner = like.data_array if isinstance(like, NamedArray) else None
+        names = tuple(entry["names"])
+        data = _decode_value(entry["data"], source, inner, placement, names)
+        return NamedArray(data, axis_names=names)
     if kind == "key":
-        return jax.random.wrap_key_data(_decode_value(entry["data"], tensors), impl=entry["impl"])
+        inner = None
+        if isinstance(like, jax.Array) and jnp.issubdtype(like.dtype, jax.dtypes.prng_key):
+            inner = jax.random.key_data(like)
+        data = _decode_value(entry["data"], source, inner, placement)
+        return jax.random.wrap_key_data(data, impl=entry["impl"])
     if kind == "py":
         return entry["v"]
     if kind == "dict":
-        return {k: _decode_value(v, tensors) for k, v in entry["items"]}
-    items = [_decode_value(v, tensors) for v in entry["items"]]
+        likes = like if isinstance(like, dict) else {}
+        return {k: _decode_value(v, source, likes.get(k), placement) for k, v in entry["items"]}
+    likes = list(like) if isinstance(like, list | tuple) else []
+    likes += [None] * (len(entry["items"]) - len(likes))
+    items = [_decode_value(v, source, lk, placement) for v, lk in zip(entry["items"], likes)]
     return tuple(items) if kind == "tuple" else items
 
 
@@ -306,6 +422,13 @@ def save_variables(model: Any, path: str | os.PathLike[str]) -> None:
     """
     tree, variables = unbind_variables(model)
     _reject_slots(tree, variables, model)
+    several = jax.process_count() > 1
+    arrays: list[Any] = []
+
+    def sink(array: Any) -> str:
+        arrays.append(array)
+        return str(len(arrays) - 1)
+
     tensors: dict[str, np.ndarray] = {}
     records = []
     for var in variables:
@@ -320,20 +443,87 @@ def save_variables(model: Any, path: str | os.PathLike[str]) -> None:
                 "label": _encode_label(var.label),
                 "kind": "parameter" if isinstance(var, Parameter) else "state",
                 "metadata": _json_metadata(var.metadata),
-                "value": _encode_value(var.value, where, tensors),
+                "value": _encode_value(var.value, where, sink if several else tensors),
             }
         )
-    header = json.dumps({"format": _FORMAT, "variables": records})
-    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    header = {"format": _FORMAT, "variables": records}
+    if several:
+        _save_sharded(header, arrays, os.fspath(path))
+    else:
+        _save_file_atomically(tensors, os.fspath(path), {_METADATA_KEY: json.dumps(header)})
+
+
+def _save_file_atomically(tensors: dict[str, np.ndarray], path: str, metadata: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={_METADATA_KEY: header})
+        save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+_SHARD_PATTERN = re.compile(r"\.[0-9a-f]{16}\.\d{5}-of-\d{5}$")
+_CHUNKS_KEY = "saikei.chunks"
+
+
+def _box(index: tuple[slice, ...], shape: tuple[int, ...]) -> list[list[int]]:
+    return [list(s.indices(n)[:2]) for s, n in zip(index, shape)]
+
+
+def _save_sharded(header: dict[str, Any], arrays: list[Any], path: str) -> None:
+    """Every process writes the chunks it owns; process 0 then writes the index at `path`.
+
+    Chunk files are named after the index plus a token drawn for this save, so
+    an index always names complete files: a save that dies midway leaves the
+    previous index and its chunk files untouched. Chunk files of older saves are
+    removed once the new index is in place.
+    """
+    from jax.experimental import multihost_utils
+
+    count, me = jax.process_count(), jax.process_index()
+    token = bytes(
+        np.asarray(multihost_utils.broadcast_one_to_all(np.frombuffer(os.urandom(8), np.uint8)))
+    ).hex()
+    directory, base = os.path.split(os.path.abspath(path))
+    names = [f"{base}.{token}.{p:05d}-of-{count:05d}" for p in range(count)]
+    tensors: dict[str, np.ndarray] = {}
+    chunks: list[list[Any]] = []
+    for key, array in enumerate(arrays):
+        shape = tuple(np.shape(array))
+        if isinstance(array, jax.Array) and not array.is_fully_addressable:
+            # Each distinct block is written once, by one of the devices holding it,
+            # chosen so that replicated blocks are spread over the processes.
+            holders: dict[str, list[Any]] = {}
+            for device, index in array.sharding.devices_indices_map(shape).items():
+                holders.setdefault(json.dumps(_box(index, shape)), []).append(device)
+            local = {shard.device: shard for shard in array.addressable_shards}
+            for i, (box, devices) in enumerate(sorted(holders.items())):
+                devices.sort(key=lambda d: (d.process_index, d.id))
+                writer = devices[(i + key) % len(devices)]
+                if writer in local:
+                    name = f"{key}/{i}"
+                    tensors[name] = _storable(np.asarray(local[writer].data))
+                    chunks.append([str(key), name, json.loads(box)])
+        elif me == 0:
+            # Process-local values (counters, host arrays) are the same everywhere.
+            tensors[str(key)] = _storable(np.asarray(array))
+            chunks.append([str(key), str(key), [[0, n] for n in shape]])
+    _save_file_atomically(
+        tensors, os.path.join(directory, names[me]), {_CHUNKS_KEY: json.dumps(chunks)}
+    )
+    multihost_utils.sync_global_devices(f"saikei.checkpointing chunks {token}")
+    if me == 0:
+        header = {**header, "shards": names}
+        _save_file_atomically({}, path, {_METADATA_KEY: json.dumps(header)})
+        for old in os.listdir(directory):
+            stale = old.startswith(base + ".") and old not in names
+            if stale and _SHARD_PATTERN.search(old[len(base) :]):
+                os.remove(os.path.join(directory, old))
+    multihost_utils.sync_global_devices(f"saikei.checkpointing index {token}")
 
 
 def _reject_slots(tree: Any, variables: tuple, original: Any) -> None:
@@ -388,7 +578,13 @@ def read_variable_labels(path: str | os.PathLike[str]) -> dict[Any, str]:
     return {_decode_label(r["label"]): r["kind"] for r in header["variables"]}
 
 
-def restore_variables(model_or_slots: Any, path: str | os.PathLike[str]) -> Any:
+def restore_variables(
+    model_or_slots: Any,
+    path: str | os.PathLike[str],
+    *,
+    mesh: Any = None,
+    axis_name_to_mesh_name: Any = None,
+) -> Any:
     """Restores the variables saved by `save_variables` into a model, matching by label.
 
     Variables already bound in `model_or_slots` get their saved values in place
@@ -397,9 +593,20 @@ def restore_variables(model_or_slots: Any, path: str | os.PathLike[str]) -> Any:
     `init_base_rng=None`) are filled with new variables carrying the saved values
     and metadata.
 
+    Arrays are restored with the sharding of the value they replace when that
+    value is spread over several devices (or processes), so a model laid out on
+    any mesh is restored onto that same layout, whatever mesh the checkpoint was
+    saved from; each process reads only the regions its devices hold. Slots (or
+    single-device values) go to `mesh` by axis name when it is given, and to the
+    default device otherwise.
+
     Args:
       model_or_slots: A tree holding variables and/or variable slots.
-      path: A file written by `save_variables`.
+      path: A file written by `save_variables` (in a multi-process run, the
+        index file; its chunk files must sit beside it).
+      mesh: Optional mesh for values that have no layout yet.
+      axis_name_to_mesh_name: With `mesh`, as for
+        `sharding_util.name_to_name_sharding` (default: same names).
 
     Returns:
       The model with every variable bound and holding its saved value.
@@ -456,8 +663,18 @@ def restore_variables(model_or_slots: Any, path: str | os.PathLike[str]) -> Any:
             " checkpoint and the model:\n  " + "\n  ".join(problems)
         )
 
+    source = _ChunkSource(os.fspath(path), header["shards"]) if "shards" in header else None
+    source = source or _FileSource(handle)
+    placement = None
+    if mesh is not None:
+        from saikei.toolshed.sharding_util import _check_mapping
+
+        placement = (mesh, _check_mapping(mesh, axis_name_to_mesh_name))
     new_variables = []
-    values = {key: _decode_value(record["value"], handle) for key, record in saved.items()}
+    values = {}
+    for key, record in saved.items():
+        like = bound_by_key[key].value if key in bound_by_key else None
+        values[key] = _decode_value(record["value"], source, like, placement)
     for key, value in values.items():
         if key in bound_by_key:
             bound_by_key[key].value = value

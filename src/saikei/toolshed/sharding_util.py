@@ -19,10 +19,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from saikei.core import named_axes
@@ -37,9 +39,13 @@ NamedArray = named_axes.NamedArray
 __all__ = [
     "ConstrainSharding",
     "ConstrainShardingByName",
+    "gather_to_host",
+    "global_from_process_local",
+    "make_global_mesh",
     "name_to_name_device_put",
     "name_to_name_sharding",
     "sharded_init",
+    "tensor_parallel_rules",
 ]
 
 MeshAxes = str | tuple[str, ...]
@@ -62,7 +68,6 @@ def _check_mapping(
             f" names (or tuples of them), got {axis_name_to_mesh_name!r}."
         )
     mapping = dict(axis_name_to_mesh_name)
-    used: dict[str, Hashable] = {}
     for axis, target in mapping.items():
         targets = target if isinstance(target, tuple) else (target,)
         for t in targets:
@@ -71,19 +76,30 @@ def _check_mapping(
                     f"axis_name_to_mesh_name maps axis {axis!r} to mesh axis {t!r}, but the"
                     f" mesh only has axes {tuple(mesh.axis_names)}."
                 )
-            if t in used and used[t] != axis:
-                raise ValueError(
-                    f"axis_name_to_mesh_name maps both {used[t]!r} and {axis!r} to mesh axis"
-                    f" {t!r}; a mesh axis can shard at most one array axis."
-                )
-            used[t] = axis
+    # Several array axes may share a mesh axis (e.g. `heads` and `neurons` both on
+    # `model`); only an array carrying two of them at once is an error (`_spec_for`).
     return mapping
 
 
-def _spec_for(array: NamedArray, mapping: Mapping[Hashable, MeshAxes]) -> PartitionSpec:
+def _spec_for(
+    array: Any, mapping: Mapping[Hashable, MeshAxes], where: str = "an array"
+) -> PartitionSpec:
+    """The PartitionSpec of a NamedArray (or NamedArray-shaped struct) under `mapping`."""
     ndim = len(array.data_array.shape)
     names = (None,) * (ndim - len(array.axis_names)) + tuple(array.axis_names)
-    return PartitionSpec(*(None if n is None else mapping.get(n) for n in names))
+    entries = [None if n is None else mapping.get(n) for n in names]
+    owner: dict[str, Hashable] = {}
+    for name, target in zip(names, entries):
+        for t in (target,) if isinstance(target, str) else target or ():
+            if t in owner:
+                raise ValueError(
+                    f"The rule table maps both axis {owner[t]!r} and axis {name!r} of {where}"
+                    f" (named shape {dict(array.named_shape)}) to mesh axis {t!r}; one array"
+                    " cannot be split along one mesh axis twice. Map one of them to another"
+                    " mesh axis (or to nothing) in axis_name_to_mesh_name."
+                )
+            owner[t] = name
+    return PartitionSpec(*entries)
 
 
 def _is_leaf(node: Any) -> bool:
@@ -150,7 +166,7 @@ def name_to_name_sharding(
 
     def go(leaf: Any) -> Any:
         if isinstance(leaf, NamedArray):
-            spec = _spec_for(leaf, mapping)
+            spec = _spec_for(leaf, mapping, _path_of(leaf, tree))
             sharding = shardings.get(spec)
             if sharding is None:
                 sharding = shardings[spec] = NamedSharding(mesh, spec)
@@ -160,7 +176,6 @@ def name_to_name_sharding(
             return NamedArray.tree_unflatten(*_flat_with(leaf, sharding))
         if ignore_unnamed_arrays:
             return None
-        # Key paths are only needed for the message, so they are computed here.
         for path, bad in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_leaf)[0]:
             if bad is leaf:
                 raise _unnamed_error(path, leaf, tree)
@@ -169,10 +184,34 @@ def name_to_name_sharding(
     return jax.tree_util.tree_map(go, tree, is_leaf=_is_leaf)
 
 
+class _LazyPath:
+    """Formats a leaf's key path only when an error message needs it."""
+
+    def __init__(self, leaf: Any, tree: Any):
+        self.leaf, self.tree = leaf, tree
+
+    def __str__(self) -> str:
+        for path, node in jax.tree_util.tree_flatten_with_path(self.tree, is_leaf=_is_leaf)[0]:
+            if node is self.leaf:
+                return f"the array at {pretty_keystr(path, self.tree)}"
+        return "an array"
+
+
+def _path_of(leaf: Any, tree: Any) -> Any:
+    return _LazyPath(leaf, tree)
+
+
 def _flat_with(array: NamedArray, new_data: Any) -> tuple[Any, tuple[Any]]:
     """Returns `tree_unflatten` arguments for `array` with its data replaced (no validation,
     since the data is a sharding rather than an array)."""
     return array.tree_flatten()[1], (new_data,)
+
+
+def _put(value: Any, sharding: NamedSharding) -> jax.Array:
+    """Places one array with `sharding`; in several processes every one passes the same value."""
+    if isinstance(value, jax.Array) and value.sharding == sharding:
+        return value
+    return jax.device_put(value, sharding)
 
 
 def name_to_name_device_put(
@@ -180,19 +219,28 @@ def name_to_name_device_put(
     mesh: Mesh,
     axis_name_to_mesh_name: Mapping[Hashable, MeshAxes] | None = None,
 ) -> Any:
-    """Moves every NamedArray of a tree onto the mesh, sharded by axis name.
+    """Moves every array of a tree (a whole model, say) onto the mesh, NamedArrays by axis name.
 
     Variables (Parameters, StateVariables) in the tree are updated in place: their
-    values are replaced by sharded copies, so parameter sharing is kept.
+    values are replaced by sharded copies, so parameter sharing is kept. Plain JAX
+    arrays are replicated over the mesh; other leaves (Python numbers such as a
+    norm's epsilon, strings, numpy arrays) are left as they are. In a
+    multi-process run every process makes the same call; arrays that are already
+    global (sharded over several processes) are resharded, local ones must hold
+    the same values in every process.
 
     Args:
-      tree: A pytree of NamedArrays, possibly holding variables whose values are
-        pytrees of NamedArrays (e.g. a model).
+      tree: A pytree, possibly holding variables (e.g. a model).
       mesh: The device mesh.
-      axis_name_to_mesh_name: As for `name_to_name_sharding`.
+      axis_name_to_mesh_name: As for `name_to_name_sharding`. Several array axes
+        may map to one mesh axis, as long as no single array carries two of them.
 
     Returns:
       The tree with its arrays on the mesh (the same variable objects).
+
+    Raises:
+      ValueError: an array carries two axes that map to the same mesh axis, or
+        an axis whose size the mesh axis does not divide (the message names it).
 
     Example:
       >>> import jax
@@ -200,9 +248,9 @@ def name_to_name_device_put(
       >>> from saikei import sk
       >>> from saikei.toolshed import sharding_util
       >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("a",))
-      >>> y = sharding_util.name_to_name_device_put(sk.nx.ones({"a": 2}), mesh)
-      >>> y.data_array.sharding.spec
-      P('a',)
+      >>> y = sharding_util.name_to_name_device_put({"x": sk.nx.ones({"a": 2}), "eps": 1e-6}, mesh)
+      >>> y["x"].data_array.sharding.spec, y["eps"]
+      (P('a',), 1e-06)
     """
     mapping = _check_mapping(mesh, axis_name_to_mesh_name)
     slotted, variables = unbind_variables(tree)
@@ -212,10 +260,44 @@ def name_to_name_device_put(
                 f"name_to_name_device_put: cannot update variable {var!r} in place (not a"
                 " LabeledVariable)."
             )
-        shardings = name_to_name_sharding(var.value, mesh, mapping)
-        var.value = jax.device_put(var.value, shardings)
-    shardings = name_to_name_sharding(slotted, mesh, mapping)
-    return bind_variables(jax.device_put(slotted, shardings), variables)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def place(subtree: Any, where: str) -> Any:
+        def go(path: Any, leaf: Any) -> Any:
+            if isinstance(leaf, NamedArray):
+                at = f"{where} {pretty_keystr(path, subtree)}".strip()
+                spec = _spec_for(leaf, mapping, at)
+                _check_divisible(leaf, spec, mesh, at)
+                return dataclasses.replace(
+                    leaf, data_array=_put(leaf.data_array, NamedSharding(mesh, spec))
+                )
+            if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+                return _put(leaf, replicated)
+            return leaf
+
+        return jax.tree_util.tree_map_with_path(
+            go, subtree, is_leaf=lambda x: isinstance(x, NamedArray)
+        )
+
+    for var in variables:
+        var.value = place(var.value, f"variable {var.label!r}")
+    return bind_variables(place(slotted, "the array at"), variables)
+
+
+def _check_divisible(array: NamedArray, spec: PartitionSpec, mesh: Mesh, where: str) -> None:
+    shape = array.data_array.shape
+    names = (None,) * (len(shape) - len(array.axis_names)) + tuple(array.axis_names)
+    for size, name, target in zip(shape, names, spec):
+        if target is None:
+            continue
+        targets = (target,) if isinstance(target, str) else tuple(target)
+        parts = math.prod(mesh.shape[t] for t in targets)
+        if size % parts:
+            raise ValueError(
+                f"Cannot shard axis {name!r} (size {size}) of {where} over mesh axes"
+                f" {targets} ({parts} devices): {parts} does not divide {size}. Map"
+                f" {name!r} to a smaller mesh axis or to nothing in axis_name_to_mesh_name."
+            )
 
 
 def sharded_init(
@@ -273,6 +355,175 @@ def sharded_init(
     )
     tree, values = jax.jit(build, out_shardings=out_shardings)()
     return bind_variables(tree, values, unfreeze_as_copy=True)
+
+
+def make_global_mesh(axes: Mapping[str, int], devices: Any = None) -> Mesh:
+    """A mesh over the devices of every process, with the given axis names and sizes.
+
+    The devices are arranged so that the last axes vary fastest within a process
+    (`jax.make_mesh` picks an interconnect-friendly order on accelerators), so a
+    `{"data": P, "model": D}` mesh over P processes of D devices each keeps each
+    model-parallel group inside one process. One size may be -1: it takes all
+    remaining devices. The axes are `Auto` axes: shardings follow from the
+    inputs' shardings and the name-based rules, not from types.
+
+    Args:
+      axes: Mesh axis names and sizes, e.g. `{"data": 2, "model": 2}`.
+      devices: The devices to use; defaults to `jax.devices()` (all processes).
+
+    Returns:
+      A `jax.sharding.Mesh`.
+
+    Raises:
+      ValueError: the sizes do not multiply to the number of devices.
+
+    Example:
+      >>> import jax
+      >>> from saikei.toolshed import sharding_util
+      >>> mesh = sharding_util.make_global_mesh({"data": -1, "model": 1})
+      >>> dict(mesh.shape) == {"data": len(jax.devices()), "model": 1}
+      True
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    names, sizes = tuple(axes), [int(v) for v in axes.values()]
+    if sizes.count(-1) > 1 or any(v == 0 or v < -1 for v in sizes):
+        raise ValueError(
+            f"make_global_mesh: axis sizes must be positive, with at most one -1; got {dict(axes)}."
+        )
+    known = math.prod(v for v in sizes if v != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(
+                f"make_global_mesh: {len(devices)} devices cannot fill {dict(axes)}:"
+                f" {known} does not divide {len(devices)}."
+            )
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"make_global_mesh: axes {dict(zip(names, sizes))} need {math.prod(sizes)} devices,"
+            f" but there are {len(devices)} ({jax.process_count()} process(es) with"
+            f" {jax.local_device_count()} each). Change the sizes or the device count."
+        )
+    auto = (jax.sharding.AxisType.Auto,) * len(names)
+    return jax.make_mesh(tuple(sizes), names, axis_types=auto, devices=devices)
+
+
+def tensor_parallel_rules(
+    data: MeshAxes | None = "data", model: MeshAxes | None = "model"
+) -> dict[str, MeshAxes]:
+    """The usual rule table for saikei transformers: batch over `data`, the rest over `model`.
+
+    `batch` goes to the data-parallel mesh axis; attention heads (`heads`, or
+    `head_groups` under grouped-query attention), MLP `neurons` and the
+    `vocabulary` go to the model-parallel axis (Megatron-style tensor
+    parallelism). `embedding`, `projection`, `seq` and `query_heads` stay
+    replicated. No saikei parameter carries two of the model-parallel axes, so
+    one mesh axis serves them all; the sizes must be divisible by the mesh
+    axis (e.g. the number of key/value heads by the `model` size).
+
+    Args:
+      data: The mesh axis for the batch (None: replicate).
+      model: The mesh axis for heads, neurons and vocabulary (None: replicate).
+
+    Returns:
+      A dict usable as `axis_name_to_mesh_name`.
+
+    Example:
+      >>> from saikei.toolshed import sharding_util
+      >>> sharding_util.tensor_parallel_rules()
+      {'batch': 'data', 'heads': 'model', 'head_groups': 'model', 'neurons': 'model', 'vocabulary': 'model'}
+    """
+    rules: dict[str, MeshAxes] = {}
+    if data is not None:
+        rules["batch"] = data
+    if model is not None:
+        rules.update(heads=model, head_groups=model, neurons=model, vocabulary=model)
+    return rules
+
+
+def global_from_process_local(
+    local: Any,
+    mesh: Mesh,
+    axis_name_to_mesh_name: Mapping[Hashable, MeshAxes] | None = None,
+) -> Any:
+    """Builds global NamedArrays from the slice of the data that this process holds.
+
+    Each process passes its own part of the data (e.g. its rows of the batch);
+    the result is one global array per leaf, sharded by axis name
+    (`jax.make_array_from_process_local_data`). Along a sharded axis the
+    process-local parts are concatenated in process order; along a replicated
+    axis every process must pass the whole axis.
+
+    Args:
+      local: A pytree of NamedArrays (host or local device data).
+      mesh: The global mesh.
+      axis_name_to_mesh_name: As for `name_to_name_sharding`.
+
+    Returns:
+      The tree with each NamedArray's data replaced by the global array.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from saikei import sk
+      >>> from saikei.toolshed import sharding_util
+      >>> mesh = sharding_util.make_global_mesh({"data": -1})
+      >>> tokens = sk.nx.wrap(np.arange(6).reshape(2, 3), "batch", "seq")
+      >>> batch = sharding_util.global_from_process_local(tokens, mesh, {"batch": "data"})
+      >>> batch.named_shape, batch.data_array.sharding.spec
+      ({'batch': 2, 'seq': 3}, P('data', None))
+    """
+    mapping = _check_mapping(mesh, axis_name_to_mesh_name)
+
+    def go(leaf: Any) -> Any:
+        if not isinstance(leaf, NamedArray):
+            raise TypeError(
+                f"global_from_process_local: expected NamedArrays, got a {type(leaf).__name__};"
+                " wrap the data with sk.nx.wrap(array, *axis_names)."
+            )
+        spec = _spec_for(leaf, mapping)
+        sharding = NamedSharding(mesh, spec)
+        data = np.asarray(leaf.data_array)
+        return dataclasses.replace(
+            leaf, data_array=jax.make_array_from_process_local_data(sharding, data)
+        )
+
+    return jax.tree_util.tree_map(go, local, is_leaf=lambda x: isinstance(x, NamedArray))
+
+
+def gather_to_host(tree: Any) -> Any:
+    """Copies every array of a tree, global or local, to numpy in every process.
+
+    Global arrays spread over several processes are gathered
+    (`jax.experimental.multihost_utils.process_allgather`), so every process
+    must make the same call; NamedArrays keep their axis names (with numpy
+    data). Use it to print, compare or save results of a multi-process run.
+
+    Args:
+      tree: A pytree of arrays and NamedArrays.
+
+    Returns:
+      The tree with numpy arrays in place of JAX arrays.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from saikei import sk
+      >>> from saikei.toolshed import sharding_util
+      >>> sharding_util.gather_to_host({"x": sk.nx.wrap(jnp.arange(3), "a")})["x"].data_array
+      array([0, 1, 2], dtype=int32)
+    """
+    from jax.experimental import multihost_utils
+
+    def go(leaf: Any) -> Any:
+        if isinstance(leaf, NamedArray):
+            return dataclasses.replace(leaf, data_array=go(leaf.data_array))
+        if isinstance(leaf, jax.Array):
+            if leaf.is_fully_addressable or leaf.is_fully_replicated:
+                return np.asarray(leaf)
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return leaf
+
+    return jax.tree_util.tree_map(go, tree, is_leaf=lambda x: isinstance(x, NamedArray))
 
 
 def _mapping_items(mapping: Any) -> Any:

@@ -37,6 +37,7 @@ from saikei.models.transformer import (
     _gguf,
     _gguf_tokenizer,
     _hook_points,
+    _sharded_loading,
     model_parts,
 )
 
@@ -263,6 +264,8 @@ def load_pretrained(
     progress: bool = True,
     name: str = "transformer",
     hook_points: bool = False,
+    mesh: Any = None,
+    sharding_rules: Any = None,
 ) -> model_parts.TransformerLM:
     """Loads a pretrained causal language model from a Hugging Face directory or a GGUF file.
 
@@ -282,6 +285,13 @@ def load_pretrained(
       name: Prefix of the parameter labels.
       hook_points: Insert the standard named hook points (see
         `saikei.interp.with_hook_points`) for caching and interventions.
+      mesh: A `jax.sharding.Mesh` (possibly spanning several processes) to
+        load onto. Each process then reads only the slices of each tensor its
+        own devices hold, and every parameter comes out as a global array laid
+        out by `sharding_rules`. Every process must make the same call.
+      sharding_rules: With `mesh`, maps axis names to mesh axes (e.g.
+        `saikei.toolshed.sharding_util.tensor_parallel_rules()`); None maps
+        each mesh axis name to the array axis of the same name.
 
     Returns:
       The model with its weights bound.
@@ -329,6 +339,11 @@ def load_pretrained(
                 )
             hf_config = _read_json(config_path, _CONFIG)
             shapes, get_tensor = _safetensors_checkpoint(path, stack)
+        if mesh is not None:
+            source = gguf_file if path.is_file() else _weight_files(path)
+            get_tensor = _sharded_loading.sharded_tensor_getter(
+                source, hf_config, shapes, mesh, stack
+            )
         with _progress(len(shapes), f"Loading {path.name}", progress) as tick:
 
             def read(key: str) -> Any:
@@ -349,6 +364,8 @@ def load_pretrained(
                     name=name,
                     source=str(path),
                 )
+                if mesh is not None:
+                    model = _sharded_loading.place(model, mesh, sharding_rules)
                 return _hook_points.with_hook_points(model) if hook_points else model
             except KeyError as err:
                 raise ValueError(

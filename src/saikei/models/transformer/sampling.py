@@ -267,23 +267,38 @@ def _check_options(
         )
 
 
+def _held_blocks(data: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`(start indices, host block)` for the parts of `data` this process can read.
+
+    An array spread over several processes is checked where it lives: each
+    process looks at its own shards that hold whole sequences (last axis).
+    """
+    if not isinstance(data, jax.Array) or data.is_fully_addressable or data.is_fully_replicated:
+        return [(np.zeros(np.ndim(data), int), np.asarray(data))]
+    blocks = []
+    for shard in data.addressable_shards:
+        bounds = [s.indices(n)[:2] for s, n in zip(shard.index, data.shape)]
+        if shard.replica_id == 0 and bounds[-1] == (0, data.shape[-1]):
+            blocks.append((np.array([b[0] for b in bounds]), np.asarray(shard.data)))
+    return blocks
+
+
 def _check_prompt_ends_real(
     prompt: nx.NamedArray, positions: nx.NamedArray | None, pad_id: int, names: tuple[str, ...]
 ) -> None:
     if positions is not None:
         data = positions.broadcast_to((), prompt.named_shape).unwrap(*names)
-        if not _is_concrete(data):
-            return
-        bad = np.asarray(data)[..., -1] < 0
         what = "the last prompt position is -1 (padding)"
     else:
         data = prompt.unwrap(*names)
-        if not _is_concrete(data):
-            return
-        bad = np.all(np.asarray(data) == pad_id, axis=-1)
         what = f"every prompt token is pad_id={pad_id}"
-    if np.any(bad):
-        rows = [tuple(int(i) for i in row) for row in np.argwhere(bad)]
+    if not _is_concrete(data):
+        return
+    rows = []
+    for offset, block in _held_blocks(data):
+        bad = block[..., -1] < 0 if positions is not None else np.all(block == pad_id, axis=-1)
+        rows += [tuple(int(i) for i in row + offset[:-1]) for row in np.argwhere(bad)]
+    if rows:
         raise ValueError(
             f"generate: for batch entries {rows} (axes {names[:-1]}) {what}. Prompts are"
             " left-padded: the last token of each must be real, since the next token is"
