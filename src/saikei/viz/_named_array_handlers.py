@@ -181,7 +181,7 @@ def build_summary_foldable(
 def _build_node(
     array: NamedArray,
     path: str | None,
-    subtree_renderer: Any,
+    children: list[rendering_parts.RenderableTreePart],
     stats: str,
     expand_state: rendering_parts.ExpandState,
 ) -> rendering_parts.RenderableTreePart:
@@ -191,7 +191,7 @@ def _build_node(
         type(array),
         f"<{type(array).__name__} {summary} (wrapping {kind})>",
         summary,
-        _constructor_children(array, path, subtree_renderer),
+        children,
         path,
         expand_state,
     )
@@ -243,13 +243,18 @@ def render_named_array(
             )
         )
 
+    # Children are rendered now, not in the deferred thunk: the renderer's
+    # contexts (shared-value tracking, autovisualizer) are gone by the time a
+    # streaming display runs deferred thunks.
+    children = _constructor_children(array, path, subtree_renderer)
+
     def thunk(
         expand_state: rendering_parts.ExpandState | None,
     ) -> rendering_parts.RenderableTreePart:
         return _build_node(
             array,
             path,
-            subtree_renderer,
+            children,
             value_statistics(data),
             # Arrays start collapsed unless something explicitly expanded the
             # placeholder (a weak expansion only reflects available width).
