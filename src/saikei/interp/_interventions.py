@@ -553,7 +553,8 @@ def intervene(model: Any, interventions: Mapping[str, Intervention]) -> Any:
         `KVCachingTransformerLM` made from a hooked model).
       interventions: `{name_or_glob: intervention}`. A glob
         (`"blocks.*.attn.z"`) places the same intervention at every matching
-        hook point; each hook point may be matched once. A hook point that
+        hook point; each hook point may be matched once. Inside a LayerStack,
+        one intervention object placed at several blocks runs as one layer. A hook point that
         already has an intervention gets the new one in its place. Inside a
         LayerStack an intervention named for block `i` acts only in block `i`.
 
@@ -603,11 +604,13 @@ def intervene(model: Any, interventions: Mapping[str, Intervention]) -> Any:
             return node
         placed = list(node.sublayers[1:]) if isinstance(node, InterventionSite) else []
         placed = _without(placed, set(mine))
-        by_pattern: dict[str, list[str]] = {}
+        # One placement per intervention object: a LayerStack runs it once per layer.
+        by_object: dict[int, tuple[Intervention, list[str]]] = {}
         for name in mine:
-            by_pattern.setdefault(matched[name], []).append(name)
-        for pattern, names in by_pattern.items():
-            placed.append(_place(hook, names, interventions[pattern]))
+            intervention = interventions[matched[name]]
+            by_object.setdefault(id(intervention), (intervention, []))[1].append(name)
+        for intervention, names in by_object.values():
+            placed.append(_place(hook, names, intervention))
         return _rebuild(hook, placed)
 
     return _sites(model).apply(update)
