@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import jax
 
 # Set by `python -m saikei.launch` for each process it starts.
 ENV_COORDINATOR = "SAIKEI_COORDINATOR_ADDRESS"
@@ -75,6 +74,7 @@ def initialize(
     cpu_devices: int | None = None,
     cpu_collectives: str | None = "gloo",
     initialization_timeout: int = 300,
+    exit_on_error: bool = True,
     **jax_kwargs: Any,
 ) -> None:
     """Joins this process to JAX's multi-process runtime (`jax.distributed.initialize`).
@@ -98,6 +98,11 @@ def initialize(
       cpu_collectives: CPU collectives implementation (`"gloo"`, `"mpi"`), or
         None to leave JAX's setting alone.
       initialization_timeout: Seconds to wait for every process to join.
+      exit_on_error: Make an uncaught exception end this process at once (exit
+        status 1, after printing the traceback). Otherwise JAX's shutdown
+        waits at a barrier for the other processes, which may themselves be
+        waiting in a collective for this one: the whole job hangs instead of
+        failing.
       **jax_kwargs: Passed on to `jax.distributed.initialize`.
 
     Raises:
@@ -110,6 +115,8 @@ def initialize(
       >>> callable(distributed.initialize)  # in a launched script: distributed.initialize()
       True
     """
+    import jax  # here, so that the launcher itself starts without loading JAX
+
     if jax.distributed.is_initialized():
         return
     settings = cluster_settings()
@@ -147,6 +154,8 @@ def initialize(
             "saikei.distributed.initialize must run before anything else uses JAX in this"
             f" process (JAX said: {err}). Move the call to the top of the script."
         ) from None
+    if exit_on_error:
+        _exit_on_uncaught_exception()
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
@@ -155,3 +164,15 @@ def initialize(
         initialization_timeout=initialization_timeout,
         **jax_kwargs,
     )
+
+
+def _exit_on_uncaught_exception() -> None:
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, traceback: Any) -> None:
+        previous(kind, value, traceback)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    sys.excepthook = hook

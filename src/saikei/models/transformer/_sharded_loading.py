@@ -93,7 +93,7 @@ class _SafetensorsSlices:
             from safetensors import safe_open
 
             with safe_open(file, framework="numpy") as f:
-                    whole = f.get_tensor(key)
+                whole = f.get_tensor(key)
             _count(whole.nbytes)
             return np.array(whole[index])
         begin = entry["data_offsets"][0]
@@ -172,7 +172,9 @@ class _GGUFSlices:
             value = value[(slice(None), *index[1:])]
         if self.arch in _gguf._GEMMAS and name.endswith("norm.weight"):
             value = value - np.float32(1.0)
-        return np.ascontiguousarray(value)
+        # A copy: unquantized rows may still be views of the file's memory map,
+        # which JAX would otherwise adopt without copying.
+        return np.array(value, order="C", copy=True)
 
 
 def _read_spec(
