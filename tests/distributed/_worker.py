@@ -107,6 +107,8 @@ def main(model_dir: str, out_dir: str) -> None:
     batch = sharding_util.global_from_process_local(
         sk.nx.wrap(BATCH[rank * half : (rank + 1) * half], "batch", "seq"), mesh, rules
     )
+    # A first save of the untrained weights: the later save must replace it whole.
+    checkpointing.save_variables(model, os.path.join(out_dir, "ckpt.safetensors"))
     trainer = basic_training.StatefulTrainer.build(
         jax.random.key(0), model, optax.sgd(LEARNING_RATE), loss_fn
     )

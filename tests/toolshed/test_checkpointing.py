@@ -162,3 +162,54 @@ def test_restore_rejects_foreign_safetensors(tmp_path):
     save_file({"a": np.zeros(2, np.float32)}, path)
     with pytest.raises(ValueError, match="not a saikei checkpoint"):
         checkpointing.restore_variables({}, path)
+
+
+def test_restore_onto_another_mesh_layout_reads_regions_exactly(tmp_path):
+    """Saved from a {"data": 2, "model": 4} layout, restored onto {"data": 1, "model": 8}."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np
+        from saikei import sk
+        from saikei.toolshed import checkpointing, sharding_util
+        path = {str(tmp_path / "ckpt.safetensors")!r}
+        rules = {{"rows": "model", "cols": "data"}}
+        values = {{
+            "w": sk.nx.wrap(np.arange(64 * 6, dtype=np.float32).reshape(64, 6), "rows", "cols"),
+            "b": sk.nx.wrap(np.arange(16).astype(jax.numpy.bfloat16), "rows"),
+        }}
+        def model(vals):
+            return {{k: sk.Parameter(label=k, value=v) for k, v in vals.items()}}
+        saved = sharding_util.name_to_name_device_put(
+            model(values), sharding_util.make_global_mesh({{"data": 2, "model": 4}}), rules)
+        checkpointing.save_variables(saved, path)
+        mesh18 = sharding_util.make_global_mesh({{"data": 1, "model": 8}})
+        zeros = {{k: sk.nx.wrap(np.zeros(v.data_array.shape, v.dtype), *v.axis_names)
+                  for k, v in values.items()}}
+        target = sharding_util.name_to_name_device_put(model(zeros), mesh18, rules)
+        restored = checkpointing.restore_variables(target, path)
+        slots = checkpointing.restore_variables(
+            {{k: sk.ParameterSlot(k) for k in values}}, path, mesh=mesh18,
+            axis_name_to_mesh_name=rules)
+        for tree in (restored, slots):
+            for k, v in values.items():
+                got = tree[k].value
+                assert got.data_array.sharding.mesh.shape_tuple == mesh18.shape_tuple, k
+                assert got.data_array.dtype == v.dtype, (k, got.dtype)
+                assert len(got.data_array.sharding.device_set) == 8
+                np.testing.assert_array_equal(
+                    np.asarray(got.data_array).view(np.uint8),
+                    np.asarray(v.data_array).view(np.uint8))
+        print("OK")
+        """
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
