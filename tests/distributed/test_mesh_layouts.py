@@ -22,6 +22,9 @@ from saikei import sk
 
 gguf = pytest.importorskip("gguf")
 
+# Minutes of compiling on two shared cores; still part of the default suite.
+pytestmark = pytest.mark.slow
+
 _WORKER = Path(__file__).with_name("_layout_worker.py")
 _TIMEOUT = 300
 _TOKENS = (np.arange(4 * 5).reshape(4, 5) * 5 + 1) % 64

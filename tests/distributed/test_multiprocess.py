@@ -20,6 +20,9 @@ import pytest
 
 from saikei import sk
 
+# Minutes of compiling on two shared cores; still part of the default suite.
+pytestmark = pytest.mark.slow
+
 _WORKER = Path(__file__).with_name("_worker.py")
 _LAUNCH_TIMEOUT = 300
 

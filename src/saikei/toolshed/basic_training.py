@@ -7,6 +7,15 @@ model's variables in place.
 
 Parameters whose metadata has `"trainable": False` are frozen: they get no optimizer
 state, no gradient is computed for them, and their variables are never written.
+
+Across devices and processes nothing changes: lay the model out on a mesh (e.g.
+`sharding_util.name_to_name_device_put(model, mesh, sharding_util.tensor_parallel_rules())`
+or `load_pretrained(..., mesh=...)`), build global inputs from each process's slice of
+the batch (`sharding_util.global_from_process_local`), and call `step` in every
+process. The optimizer state is created with the parameters' shardings, and each step
+is one compiled program over the whole mesh (XLA inserts the gradient reductions), so
+losses and new parameters equal a single-process step on the same global batch up to
+float rounding. See docs/distributed.md.
 """
 
 from __future__ import annotations
