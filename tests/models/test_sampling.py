@@ -415,9 +415,20 @@ def test_user_state_is_carried_through_the_loop_and_written_back():
     assert int(calls.value) == 6  # the prefill and five decode steps
 
 
+@sk.pytree_dataclass
+class RecordAll(sk.nn.Layer):
+    seen: sk.StateVariable
+
+    def __call__(self, x, /, **side_inputs):
+        self.seen.value = sk.nx.concatenate([self.seen.value, x], "seq")
+        return x
+
+
 def test_state_that_changes_shape_between_steps_is_an_error():
+    # A recorder that changes shape once (prompt, then one token) is fine (see
+    # tests/toolshed/test_save_intermediates.py); one that grows every step is not.
     seen = sk.StateVariable(sk.nx.zeros({"batch": 2, "seq": 1, "embedding": 32}), label="seen")
-    patched = _after_first_block(_lm("llama_gqa", False), Record(seen))
+    patched = _after_first_block(_lm("llama_gqa", False), RecordAll(seen))
     with pytest.raises(ValueError, match="StateVariable 'seen' changed its structure"):
         _greedy(patched, _tokens(2, 5), 3)
 

@@ -202,3 +202,136 @@ def test_linearize_around_one_world_matches_numpy_first_order():
     p = xs[0]
     expected = np.tanh(p) + (1 - np.tanh(p) ** 2) * (xs - p)
     np.testing.assert_allclose(_np(layer(x), "worlds", "h"), expected, rtol=1e-5, atol=1e-6)
+
+
+# Knock-out with padding: a padded row must equal the same sequence alone ---------------
+
+
+def _knocked_tiny_llama():
+    pytest.importorskip("transformers")
+    from saikei.models.transformer import _families
+    from tests.models._hf_helpers import TINY_LLAMA, random_hf_model
+
+    hf = random_hf_model(
+        "LlamaConfig", "LlamaForCausalLM", TINY_LLAMA, sharpen={"lm_head.weight": 20.0}
+    )
+    lm = _families.from_huggingface_model(hf)
+    mask = sk.nx.wrap(jnp.array([0.0, 1.0, 0.0, 1.0]), "heads")
+    return (
+        sk.select(lm).at_instances_of(sk.nn.Softmax).insert_after(mr.KnockOutAttentionHeads(mask))
+    )
+
+
+_SEQUENCE = np.array([7, 3, 11, 5, 9, 2], np.int32)
+
+
+def test_knockout_padded_row_equals_sequence_alone():
+    lm = _knocked_tiny_llama()
+    alone = lm(sk.nx.wrap(jnp.asarray(_SEQUENCE[None]), "batch", "seq"))
+    pad = 3
+    padded = np.concatenate([np.zeros(pad, np.int32), _SEQUENCE])[None]
+    positions = np.concatenate([-np.ones(pad, np.int32), np.arange(len(_SEQUENCE))])[None]
+    out = lm(
+        sk.nx.wrap(jnp.asarray(padded), "batch", "seq"),
+        token_positions=sk.nx.wrap(jnp.asarray(positions), "batch", "seq"),
+    )
+    np.testing.assert_allclose(
+        _np(out, "batch", "seq", "vocabulary")[:, pad:],
+        _np(alone, "batch", "seq", "vocabulary"),
+        atol=1e-4,
+    )
+
+
+def test_knockout_padded_row_generates_like_sequence_alone():
+    from saikei.models.transformer import sampling
+
+    lm = _knocked_tiny_llama()
+    short = _SEQUENCE[2:]
+    # Row 1 is `short` left-padded to the length of row 0.
+    batch = np.stack([_SEQUENCE, np.concatenate([np.zeros(2, np.int32), short])])
+    together = sampling.generate(
+        lm, sk.nx.wrap(jnp.asarray(batch), "batch", "seq"), max_new_tokens=4, temperature=0.0
+    )
+    alone = sampling.generate(
+        lm, sk.nx.wrap(jnp.asarray(short[None]), "batch", "seq"), max_new_tokens=4, temperature=0.0
+    )
+    assert _np(together, "batch", "seq")[1].tolist() == _np(alone, "batch", "seq")[0].tolist()
+
+
+def test_knockout_fallback_uses_first_real_key_position():
+    knock = mr.KnockOutAttentionHeads(sk.nx.wrap(jnp.zeros(1), "heads"))
+    weights = sk.nx.full({"heads": 1, "batch": 2, "seq": 1, "kv_seq": 4}, 0.25)
+    # Row 0: no padding; row 1: two pads, then positions 0, 1 (cache slots likewise).
+    positions = sk.nx.wrap(jnp.array([[0, 1, 2, 3], [-1, -1, 0, 1]]), "batch", "seq")
+    got = knock(weights, kv_token_positions=positions, token_positions=None)
+    np.testing.assert_array_equal(
+        _np(got, "batch", "heads", "seq", "kv_seq")[:, 0, 0], [[1, 0, 0, 0], [0, 0, 1, 0]]
+    )
+
+
+def test_knockout_mask_broadcasts_by_name_like_penzai():
+    mask = sk.nx.wrap(jnp.array([[1.0, 0.0], [0.0, 1.0]]), "sweep", "heads")
+    weights = sk.nx.full({"heads": 2, "seq": 1, "kv_seq": 2}, 0.5)
+    got = mr.KnockOutAttentionHeads(mask)(weights)
+    assert dict(got.named_shape) == {"sweep": 2, "heads": 2, "seq": 1, "kv_seq": 2}
+    np.testing.assert_array_equal(
+        _np(got, "sweep", "heads", "seq", "kv_seq")[:, :, 0],
+        [[[0.5, 0.5], [1.0, 0.0]], [[1.0, 0.0], [0.5, 0.5]]],
+    )
+    # Weights without the mask's head axis gain it, as in penzai.
+    plain = mr.KnockOutAttentionHeads(sk.nx.wrap(jnp.array([1.0, 0.0]), "heads"))(
+        sk.nx.full({"seq": 1, "kv_seq": 2}, 0.5)
+    )
+    assert dict(plain.named_shape) == {"heads": 2, "seq": 1, "kv_seq": 2}
+
+
+# A From weight with a new axis (issue 14, wrong result 3) -----------------------------
+
+
+def test_rewire_weight_with_new_axis_adds_that_axis():
+    rewire = mr.RewireComputationPaths(
+        "worlds",
+        ("a", "b"),
+        {"a": mr.From("a"), "b": mr.From("a", sk.nx.wrap(jnp.array([1.0, 0.0])).tag("switch"))},
+    )
+    x = jnp.arange(6.0).reshape(2, 3)
+    out = rewire(sk.nx.wrap(x, "worlds", "f"))
+    assert dict(out.named_shape) == {"worlds": 2, "f": 3, "switch": 2} or set(out.named_shape) == {
+        "worlds",
+        "f",
+        "switch",
+    }
+    got = _np(out, "worlds", "switch", "f")
+    np.testing.assert_array_equal(got[0], [x[0], x[0]])  # world a reads a, whatever the switch
+    np.testing.assert_array_equal(got[1], [x[0], np.zeros(3)])  # b reads a only where switch=0
+
+
+# LinearizeAndAdjust broadcasting -----------------------------------------------------------
+
+
+@sk.pytree_dataclass
+class _AddSweep(sk.nn.Layer):
+    def __call__(self, x, /, **side_inputs):
+        return x + sk.nx.wrap(jnp.array([0.0, 1.0]), "sweep")
+
+
+def test_linearize_broadcasts_evaluation_points_with_new_axes():
+    layer = mr.LinearizeAndAdjust(
+        linearize_around=sk.nn.Identity(),
+        evaluate_at=_AddSweep(),
+        target=sk.nn.Elementwise(jnp.square),
+    )
+    out = layer(sk.nx.wrap(jnp.array([3.0, 4.0]), "f"))
+    # Around p: p^2 + 2p (e - p), with e = p + sweep.
+    p = np.array([3.0, 4.0])
+    want = np.stack([p**2, p**2 + 2 * p])
+    np.testing.assert_allclose(_np(out, "sweep", "f"), want, rtol=1e-6)
+
+
+def test_linearize_on_plain_arrays():
+    layer = mr.LinearizeAndAdjust(
+        linearize_around=sk.nn.Elementwise(lambda x: x * 0 + 1.0),
+        evaluate_at=sk.nn.Identity(),
+        target=sk.nn.Elementwise(jnp.square),
+    )
+    np.testing.assert_allclose(layer(jnp.array([3.0, 4.0])), [5.0, 7.0])

@@ -40,8 +40,13 @@ from saikei.core._variables import (
     unbind_variables,
 )
 from saikei.core.named_axes import NamedArray, is_namedarray
+from saikei.core.named_axes import wrap as nx_wrap
 from saikei.nn._layer import Layer
-from saikei.nn._layer_stack_types import LAYERSTACK_AXES_METADATA_KEY, LayerStackVarBehavior
+from saikei.nn._layer_stack_types import (
+    ANY_STACK_AXIS,
+    LAYERSTACK_AXES_METADATA_KEY,
+    LayerStackVarBehavior,
+)
 
 AxisName = Hashable
 
@@ -124,7 +129,8 @@ class LayerStack(Layer):
     Parameters are read-only during the call. StateVariables in the prototype
     need the metadata `{"layerstack_axes": {stack_axis: behavior}}` with a
     `LayerStackVarBehavior`: PER_LAYER values are sliced per layer and
-    re-stacked, SHARED values are carried from layer to layer.
+    re-stacked, SHARED values are carried from layer to layer; the key
+    `"*"` gives the behavior in every stack not named (savers use it).
     StateVariables in the side inputs are carried like SHARED ones. Side
     inputs reach every layer. Each layer's output must have the structure,
     shapes and dtypes of its input (it becomes the next layer's input).
@@ -283,6 +289,8 @@ def _state_behavior(stack: LayerStack, variable: AbstractVariable) -> LayerStack
     axis = stack.stack_axis
     metadata = getattr(variable, "metadata", None) or {}
     axes = metadata.get(LAYERSTACK_AXES_METADATA_KEY)
+    if isinstance(axes, dict) and axis not in axes and ANY_STACK_AXIS in axes:
+        axes = {axis: axes[ANY_STACK_AXIS]}
     label = getattr(variable, "label", variable)
     where = _where(stack, variable)
     if not isinstance(axes, dict) or axis not in axes:
@@ -340,9 +348,17 @@ def _per_layer_xs(stack: LayerStack, frozen: AbstractVariableValue) -> Any:
 
 
 def _restack(new: Any, original: Any, axis: AxisName) -> Any:
-    def retag(value: Any, reference: Any) -> Any:
-        return value.tag_prefix(axis).order_like(reference)
+    def stack(value: Any) -> Any:
+        return (value if is_namedarray(value) else nx_wrap(value)).tag_prefix(axis)
 
+    def retag(value: Any, reference: Any) -> Any:
+        return stack(value).order_like(reference)
+
+    if jax.tree_util.tree_structure(new, is_leaf=is_namedarray) != jax.tree_util.tree_structure(
+        original, is_leaf=is_namedarray
+    ):
+        # The layers gave the state its first value (e.g. a saver that held None).
+        return jax.tree_util.tree_map(stack, new, is_leaf=is_namedarray)
     return jax.tree_util.tree_map(retag, new, original, is_leaf=is_namedarray)
 
 

@@ -7,6 +7,9 @@ import enum
 LAYERSTACK_AXES_METADATA_KEY = "layerstack_axes"
 """StateVariable metadata key: a dict `{stack_axis_name: LayerStackVarBehavior}`."""
 
+ANY_STACK_AXIS = "*"
+"""Key of `layerstack_axes` that applies to every stack axis not named (e.g. savers)."""
+
 
 class LayerStackVarBehavior(enum.Enum):
     """What a StateVariable inside a LayerStack's prototype means per layer.

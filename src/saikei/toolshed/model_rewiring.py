@@ -3,7 +3,8 @@
 Insert them into a model with selectors (`sk.select(model)...insert_after(...)`):
 
 * `KnockOutAttentionHeads` replaces the attention pattern of chosen heads by
-  the fallback "attend only to the first token" (usually `<BOS>`).
+  the fallback "attend only to the first real token" (usually `<BOS>`),
+  wherever padding puts it.
 * `RewireComputationPaths` mixes activations between parallel "worlds" (a
   batch axis of counterfactual runs), for activation and path patching in one
   batched forward pass.
@@ -34,23 +35,56 @@ def _static(**kwargs: Any) -> Any:
     return dataclasses.field(metadata={"pytree_node": False}, **kwargs)
 
 
-def _map_named(fn: Any, tree: Any) -> Any:
-    return jax.tree_util.tree_map(fn, tree, is_leaf=named_axes.is_namedarray)
+def _map_named(fn: Any, tree: Any, *rest: Any, is_pair: bool = False) -> Any:
+    if is_pair:
+        return jax.tree_util.tree_map(fn, tree, is_leaf=lambda x: type(x) is _Pair)
+    return jax.tree_util.tree_map(fn, tree, *rest, is_leaf=named_axes.is_namedarray)
+
+
+class _Pair(tuple):
+    """Two values kept together as one leaf while mapping over a tree."""
+
+
+def _broadcast_together(a: Any, b: Any) -> _Pair:
+    """`a` and `b` broadcast to common shapes: by name for NamedArrays, else by position."""
+    named_a = isinstance(a, named_axes.NamedArrayBase)
+    named_b = isinstance(b, named_axes.NamedArrayBase)
+    if named_a or named_b:
+        a = a if named_a else named_axes.wrap(jnp.asarray(a))
+        b = b if named_b else named_axes.wrap(jnp.asarray(b))
+        names = {**a.named_shape, **b.named_shape}
+        positional = jnp.broadcast_shapes(a.positional_shape, b.positional_shape)
+        a = a.broadcast_to(positional, names)
+        b = named_axes.order_like(b.broadcast_to(positional, names), a)
+        return _Pair((a, b))
+    a, b = jnp.broadcast_arrays(jnp.asarray(a), jnp.asarray(b))
+    return _Pair((a, b))
 
 
 @pytree_dataclass
 class KnockOutAttentionHeads(Layer):
-    """Redirects masked-out heads to attend only to the first key position.
+    """Redirects masked-out heads to attend only to the first real key position.
 
     Insert it right after the attention softmax. For each head,
     `head_mask * weights + (1 - head_mask) * fallback`, where the fallback
-    puts all attention on key position 0 (the `<BOS>` token in most
-    models), which is what many heads do when they have nothing to do.
+    puts all attention on the first real token of the sequence (the `<BOS>`
+    token in most models), which is what many heads do when they have nothing
+    to do. Which key is the first real one comes from the positions side input
+    (`kv_token_positions` in a KV-caching model, else `token_positions`; -1
+    marks padding), so a left-padded row is knocked out exactly like the same
+    sequence alone. Without a positions side input, key index 0 is used.
+
+    The mask broadcasts by name: axes of `head_mask` that the weights lack are
+    added to the output (e.g. one knock-out pattern per entry of a sweep axis).
 
     Attributes:
       head_mask: NamedArray (e.g. over "heads"): 1 keeps a head, 0 knocks it
         out; values in between interpolate.
       kv_axis: Name of the key-position axis of the attention weights.
+      seq_axis: Name of the sequence axis of the positions side inputs (it is
+        the key axis of the weights).
+      positions_input_names: Side inputs to read the key positions from, the
+        first one present wins.
 
     Example:
       >>> import jax.numpy as jnp
@@ -58,13 +92,18 @@ class KnockOutAttentionHeads(Layer):
       >>> from saikei.toolshed import model_rewiring
       >>> knock = model_rewiring.KnockOutAttentionHeads(
       ...     sk.nx.wrap(jnp.array([1.0, 0.0]), "heads"))
-      >>> weights = sk.nx.full({"heads": 2, "seq": 1, "kv_seq": 2}, 0.5)
-      >>> knock(weights).unwrap("heads", "seq", "kv_seq").tolist()
-      [[[0.5, 0.5]], [[1.0, 0.0]]]
+      >>> weights = sk.nx.full({"heads": 2, "seq": 1, "kv_seq": 3}, 0.25)
+      >>> positions = sk.nx.wrap(jnp.array([-1, 0, 1]), "seq")  # one pad on the left
+      >>> knock(weights, token_positions=positions).unwrap("heads", "seq", "kv_seq").tolist()
+      [[[0.25, 0.25, 0.25]], [[0.0, 1.0, 0.0]]]
     """
 
     head_mask: NamedArray
     kv_axis: Hashable = _static(default="kv_seq")
+    seq_axis: Hashable = _static(default="seq")
+    positions_input_names: tuple[str, ...] = _static(
+        default=("kv_token_positions", "token_positions")
+    )
 
     def __call__(self, attn_weights: NamedArray, /, **side_inputs: Any) -> NamedArray:
         if not isinstance(attn_weights, named_axes.NamedArrayBase):
@@ -79,17 +118,40 @@ class KnockOutAttentionHeads(Layer):
                 f" (named_shape {shape}). Insert this layer after the softmax over key"
                 " positions, or set kv_axis to the name of the key axis."
             )
-        extra = set(self.head_mask.named_shape) - set(shape)
-        if extra:
-            raise ValueError(
-                f"KnockOutAttentionHeads: head_mask axes {sorted(map(str, extra))} are not axes of"
-                f" the attention weights (named_shape {shape}); name the mask's axes like the"
-                " weights' head axes."
-            )
         dtype = attn_weights.dtype
-        fallback = (named_axes.arange(self.kv_axis, shape[self.kv_axis]) == 0).astype(dtype)
+        fallback = self._fallback(shape[self.kv_axis], side_inputs).astype(dtype)
         mask = self.head_mask.astype(dtype)
         return mask * attn_weights + (1 - mask) * fallback
+
+    def _fallback(self, kv_size: int, side_inputs: dict[str, Any]) -> NamedArray:
+        """One-hot over the key axis at the first real token (index 0 without positions)."""
+        name = next((n for n in self.positions_input_names if n in side_inputs), None)
+        if name is None or side_inputs[name] is None:
+            return named_axes.arange(self.kv_axis, kv_size) == 0
+        positions = side_inputs[name]
+        if not isinstance(positions, named_axes.NamedArrayBase) or (
+            self.seq_axis not in positions.named_shape and self.kv_axis not in positions.named_shape
+        ):
+            raise ValueError(
+                f"KnockOutAttentionHeads: the side input {name!r} must be a NamedArray of"
+                f" positions with a {self.seq_axis!r} (or {self.kv_axis!r}) axis, got"
+                f" {getattr(positions, 'named_shape', type(positions).__name__)}."
+            )
+        if self.kv_axis not in positions.named_shape:
+            positions = positions.untag(self.seq_axis).tag(self.kv_axis)
+        if positions.named_shape[self.kv_axis] != kv_size:
+            raise ValueError(
+                f"KnockOutAttentionHeads: the positions in {name!r} cover"
+                f" {positions.named_shape[self.kv_axis]} keys but the attention weights have"
+                f" {kv_size} along {self.kv_axis!r}; pass the positions of the keys, or name"
+                " the right side input in positions_input_names."
+            )
+        real = positions >= 0
+        never = jnp.iinfo(positions.dtype).max
+        first = named_axes.nmap(jnp.min)(
+            named_axes.nmap(jnp.where)(real, positions, never).untag(self.kv_axis)
+        )
+        return real & (positions == first)
 
 
 @pytree_dataclass
@@ -215,6 +277,8 @@ class RewireComputationPaths(Layer):
                 )
             sources = x.untag(self.worlds_axis).tag(tmp)
             mixed = (matrix.astype(x.dtype) * sources).untag(tmp).sum()
+            if set(mixed.named_shape) != set(x.named_shape):
+                return mixed  # a weight added axes (e.g. a sweep over patch choices)
             return named_axes.order_like(mixed, x)
 
         return _map_named(rewire, value)
@@ -259,7 +323,9 @@ class LinearizeAndAdjust(Layer):
     def __call__(self, value: Any, /, **side_inputs: Any) -> Any:
         primal = self.linearize_around(value, **side_inputs)
         point = self.evaluate_at(value, **side_inputs)
-        point = named_axes.order_like(point, primal)
+        pairs = _map_named(_broadcast_together, primal, point)
+        primal = _map_named(lambda pair: pair[0], pairs, is_pair=True)
+        point = _map_named(lambda pair: pair[1], pairs, is_pair=True)
         tangent = jax.tree_util.tree_map(lambda e, p: e - p, point, primal)
         out, out_tangent = jax.jvp(lambda v: self.target(v, **side_inputs), (primal,), (tangent,))
         return jax.tree_util.tree_map(lambda o, t: o + t, out, out_tangent)

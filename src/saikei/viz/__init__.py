@@ -12,7 +12,6 @@ Example:
   'Identity()'
 """
 
-from treescope import render_to_html as render_to_html
 from treescope import render_to_text as render_to_text
 from treescope import using_expansion_strategy as using_expansion_strategy
 
@@ -25,6 +24,10 @@ from saikei.viz._arrays_api import text_on_color as text_on_color
 from saikei.viz._arrays_api import vocab_autovisualizer as vocab_autovisualizer
 
 # --- end of array rendering section ---
+from saikei.viz._figures import Figure as Figure
+from saikei.viz._figures import attention_pattern as attention_pattern
+from saikei.viz._figures import heatmap as heatmap
+from saikei.viz._figures import render_to_html as render_to_html
 from saikei.viz._setup import basic_interactive_setup as basic_interactive_setup
 from saikei.viz._setup import display as display
 from saikei.viz._setup import register_as_default as register_as_default

@@ -95,8 +95,18 @@ class _Plan:
     new_cache: tuple[int, tuple[tuple[str, int], ...]] | None
 
 
-def _same_layout(new: Any, old: Any, label: Any) -> Any:
-    """Gives `new` state the memory layout of `old` (a loop carry must keep its type)."""
+def _layout(tree: Any) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, [(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+
+
+def _same_layout(new: Any, old: Any, label: Any, strict: bool = True) -> Any:
+    """Gives `new` state the memory layout of `old` (a loop carry must keep its type).
+
+    With `strict=False`, state whose structure or shape changed is returned as
+    it is (e.g. a saver that held None, or the prompt's activations before the
+    first one-token step).
+    """
 
     def reorder(a: Any, b: Any) -> Any:
         return a.order_like(b) if nx.is_namedarray(a) and nx.is_namedarray(b) else a
@@ -106,12 +116,9 @@ def _same_layout(new: Any, old: Any, label: Any) -> Any:
     ) == jax.tree_util.tree_structure(old, is_leaf=nx.is_namedarray)
     if same_structure:
         new = jax.tree_util.tree_map(reorder, new, old, is_leaf=nx.is_namedarray)
-    new_leaves, new_def = jax.tree_util.tree_flatten(new)
-    old_leaves, old_def = jax.tree_util.tree_flatten(old)
-    if new_def != old_def or any(
-        (jnp.shape(a), jnp.result_type(a)) != (jnp.shape(b), jnp.result_type(b))
-        for a, b in zip(new_leaves, old_leaves)
-    ):
+    if _layout(new) != _layout(old):
+        if not strict:
+            return new
 
         def describe(tree: Any) -> Any:
             return jax.tree_util.tree_map(
@@ -127,15 +134,21 @@ def _same_layout(new: Any, old: Any, label: Any) -> Any:
     return new
 
 
-def _run_with_state(model: Any, state: tuple[Any, ...], fn: Callable[[Any], Any]) -> Any:
+def _run_with_state(
+    model: Any, state: tuple[Any, ...], fn: Callable[[Any], Any], strict: bool = True
+) -> Any:
     """Runs `fn(model)` on live copies of the frozen `state`; returns `(out, new state)`."""
     copies = [value.unfreeze_as_copy() for value in state]
     out = fn(bind_variables(model, copies))
     new_state = tuple(
-        dataclasses.replace(old, value=_same_layout(copy.value, old.value, old.label))
+        dataclasses.replace(old, value=_same_layout(copy.value, old.value, old.label, strict))
         for copy, old in zip(copies, state)
     )
     return out, new_state
+
+
+def _changed_layout(new_state: tuple[Any, ...], old_state: tuple[Any, ...]) -> list[bool]:
+    return [_layout(new.value) != _layout(old.value) for new, old in zip(new_state, old_state)]
 
 
 def _generate_impl(
@@ -186,7 +199,10 @@ def _generate_impl(
         next_pos = m.next_positions().unwrap(*plan.batch_names)
         return logits.unwrap(*names, "vocabulary")[..., 0, :], next_pos
 
-    (logits, next_pos), state = _run_with_state(model, state, prefill)
+    before_prefill = state
+    # Savers may change shape here (None -> the prompt's activations).
+    (logits, next_pos), state = _run_with_state(model, state, prefill, strict=False)
+    recorders = any(_changed_layout(state, before_prefill))
     first = choose(logits, jax.random.fold_in(rng, 0))
     batch_shape = first.shape
     out = jnp.full((*batch_shape, plan.max_new_tokens), pad_id, jnp.int32)
@@ -194,7 +210,7 @@ def _generate_impl(
     done = jnp.isin(first, stop_tokens)
     last_real = jnp.ones(batch_shape, bool)
 
-    def decode_step(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+    def decode_step(carry: tuple[Any, ...], strict: bool = True) -> tuple[Any, ...]:
         step, out, last, done, last_real, next_pos, state = carry
         positions = jnp.where(last_real, next_pos, -1)
 
@@ -205,7 +221,7 @@ def _generate_impl(
             )
             return logits.unwrap(*names, "vocabulary")[..., 0, :]
 
-        logits, state = _run_with_state(model, state, run)
+        logits, state = _run_with_state(model, state, run, strict)
         token = jnp.where(done, pad_id, choose(logits, jax.random.fold_in(rng, step)))
         out = jax.lax.dynamic_update_index_in_dim(out, token, step, axis=-1)
         next_pos = next_pos + last_real.astype(jnp.int32)
@@ -216,6 +232,20 @@ def _generate_impl(
         return (step < plan.max_new_tokens) & ~jnp.all(done)
 
     carry = (jnp.int32(1), out, first, done, last_real, next_pos, state)
+    if recorders and plan.max_new_tokens > 1:
+        # State that took the prompt's shape in prefill (savers) takes the
+        # one-token shape in the first step, so that step runs before the loop.
+        # Had every sequence stopped already, the other state stays as it was.
+        stepped = decode_step(carry, strict=False)
+        changed = _changed_layout(stepped[-1], state)
+        all_done = jnp.all(done)
+        kept = tuple(
+            new
+            if moved
+            else jax.tree_util.tree_map(lambda n, o: jnp.where(all_done, o, n), new, old)
+            for new, old, moved in zip(stepped[-1], state, changed)
+        )
+        carry = (*stepped[:-1], kept)
     _, out, _, _, _, _, state = jax.lax.while_loop(keep_going, decode_step, carry)
     return out, state[:own_state]
 
