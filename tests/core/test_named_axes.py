@@ -138,11 +138,13 @@ def test_flatten_exposes_data_as_only_child():
     assert jax.tree_util.keystr(path) == ".data_array"
 
 
-def test_axis_names_are_part_of_the_tree_structure():
+def test_axis_names_and_sizes_are_part_of_the_tree_structure():
+    # As in penzai, whose `named_axes` (name -> size) is static metadata.
     a = jax.tree_util.tree_structure(nx.zeros({"a": 2, "b": 3}))
     b = jax.tree_util.tree_structure(nx.zeros({"a": 4, "b": 5}))
     c = jax.tree_util.tree_structure(nx.zeros({"b": 3, "a": 2}))
-    assert a == b
+    assert a == jax.tree_util.tree_structure(nx.ones({"a": 2, "b": 3}))
+    assert a != b
     assert a != c
 
 

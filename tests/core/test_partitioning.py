@@ -120,11 +120,16 @@ def test_partition_at_leaves_keeps_the_structure():
     assert sk.combine(selected, rest) == tree
 
 
-def test_partition_keeps_empty_nodes_in_both_parts():
+def test_partition_keeps_empty_nodes_in_the_remainder_only():
+    # As in penzai: an empty node holds nothing selected, so the selected part
+    # has a placeholder there (unless split at leaves).
     tree = [1, (), None, "x"]
     selected, rest = sk.select(tree).at_instances_of(int).partition()
-    assert selected == [1, (), None, NIP()]
+    assert selected == [1, NIP(), NIP(), NIP()]
     assert rest == [NIP(), (), None, "x"]
+    assert sk.combine(selected, rest) == tree
+    selected, rest = sk.select(tree).at_instances_of(int).partition(at_leaves=True)
+    assert selected == [1, (), None, NIP()]
 
 
 def test_partition_for_jax_grad_argnums():
@@ -138,3 +143,44 @@ def test_partition_for_jax_grad_argnums():
     grads = jax.grad(loss)(params, rest)
     assert float(grads["w"]) == 5.0
     assert grads["x"] == NIP()
+
+
+# --- penzai's placement of NotInThisPartition (issue 14) -------------------
+
+_NIP = sk.NotInThisPartition()
+
+
+def test_partition_puts_one_placeholder_at_the_top_of_each_unselected_branch():
+    tree = {"a": [1, 2, {"x": 3}], "b": (4, 5), "c": 6}
+    selected, rest = sk.select(tree).at_instances_of(int).where(lambda v: v in (2, 6)).partition()
+    assert selected == {"a": [_NIP, 2, _NIP], "b": _NIP, "c": 6}
+    assert rest == {"a": [1, _NIP, {"x": 3}], "b": (4, 5), "c": _NIP}
+    assert sk.combine(selected, rest) == tree
+
+
+def test_partition_replaces_empty_unselected_containers():
+    selected, rest = sk.select([1, [], 3]).at_instances_of(int).partition()
+    assert selected == [1, _NIP, 3]
+    assert rest == [_NIP, [], _NIP]
+    assert sk.combine(selected, rest) == [1, [], 3]
+
+
+def test_partition_keeps_a_selected_subtree_whole():
+    tree = {"a": [1, 2, {"x": 3}], "b": (4, 5), "c": 6}
+    selected, rest = sk.select(tree).at(lambda t: t["a"]).partition()
+    assert selected == {"a": [1, 2, {"x": 3}], "b": _NIP, "c": _NIP}
+    assert rest == {"a": _NIP, "b": (4, 5), "c": 6}
+
+
+def test_partition_at_leaves_keeps_the_whole_structure_in_both_parts():
+    tree = {"a": [1, 2, {"x": 3}], "b": (4, 5), "c": 6}
+    selected, rest = sk.select(tree).at(lambda t: t["a"][2]).partition(at_leaves=True)
+    assert selected == {"a": [_NIP, _NIP, {"x": 3}], "b": (_NIP, _NIP), "c": _NIP}
+    assert rest == {"a": [1, 2, {"x": _NIP}], "b": (4, 5), "c": 6}
+    assert sk.combine(selected, rest) == tree
+
+
+def test_partition_with_nothing_selected_is_a_single_placeholder():
+    selected, rest = sk.select({"a": [1, 2]}).at_instances_of(str).partition()
+    assert selected == _NIP
+    assert rest == {"a": [1, 2]}

@@ -648,9 +648,44 @@ def test_constant_mismatch_is_reported():
     ]
 
 
-def test_array_compared_with_constant_is_reported():
-    with pytest.raises(chk.StructureMismatchError, match="use an ArraySpec or a Wildcard"):
+def test_array_compared_with_a_scalar_constant_is_a_mismatch_not_a_broadcast():
+    # penzai compares with broadcasting, so zeros(3) "equals" 0.0; saikei
+    # requires the same shape.
+    with pytest.raises(chk.StructureMismatchError, match=r"shape \(3,\) differs"):
         chk.check_structure({"a": jnp.zeros(3)}, {"a": 0.0})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.array([3, 5]), jnp.array([3, 5]), np.array([3.0, 5.0])],
+    ids=["numpy", "jax", "numpy-float"],
+)
+def test_array_leaf_equal_to_an_array_constant_matches(value):
+    # penzai 0.2.5 accepts a numpy/jax leaf equal to its (array) pattern.
+    assert dict(chk.check_structure([value], [np.array([3, 5])])) == {}
+    assert dict(chk.check_structure({"k": value}, {"k": jnp.array([3, 5])})) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "constant", "message"),
+    [
+        (np.array([3, 5]), np.array([3, 6]), "not equal to the pattern's constant"),
+        (np.array([3, 5]), np.array([3, 5, 1]), "differs from the shape"),
+        (np.array([1.0, np.nan]), np.array([1.0, np.nan]), "not equal"),
+    ],
+)
+def test_array_leaf_not_equal_to_an_array_constant_is_reported(value, constant, message):
+    with pytest.raises(chk.StructureMismatchError, match=message):
+        chk.check_structure([value], [constant])
+
+
+def test_traced_leaf_compared_with_an_array_constant_is_a_clear_mismatch():
+    def check(x):
+        chk.check_structure([x], [np.array([3, 5])])
+        return x
+
+    with pytest.raises(chk.StructureMismatchError, match="traced value"):
+        jax.jit(check)(jnp.array([3, 5]))
 
 
 def test_structure_mismatch_reports_missing_dict_keys_with_keypaths():
@@ -866,3 +901,17 @@ def test_as_array_structure_abstracts_each_kind_of_leaf():
         "g": None,
     }
     chk.check_structure(tree, chk.as_array_structure(tree))
+
+
+def test_bare_shape_variable_is_an_unpacked_run_of_dims():
+    # penzai reads shape=var("x") as shape=(*var("x"),).
+    spec = chk.ArraySpec(shape=chk.var("x"))
+    assert spec == chk.ArraySpec(shape=(*chk.var("x"),))
+    assert dict(chk.check_structure(jnp.zeros((2, 3)), spec)) == {"x": (2, 3)}
+    assert dict(chk.check_structure(jnp.zeros(()), spec)) == {"x": ()}
+
+
+def test_bare_named_shape_variable_is_all_named_axes():
+    spec = chk.ArraySpec(named_shape=chk.var("y"))
+    assert spec == chk.ArraySpec(named_shape={**chk.var("y")})
+    assert dict(chk.check_structure(sk.nx.zeros({"a": 2}), spec)) == {"y": {"a": 2}}

@@ -325,3 +325,111 @@ def test_tree_flatten_exactly_one_level():
     assert tree_flatten_exactly_one_level(5) is None
     children, treedef = tree_flatten_exactly_one_level(None)
     assert children == [] and treedef.unflatten([]) is None
+
+
+# --- penzai compatibility (issue 14) ---------------------------------------
+
+
+def test_class_with_its_own_keyed_flatten_methods_is_a_pytree():
+    # penzai registers any class that brings `tree_flatten_with_keys` and
+    # `tree_unflatten`; plain flattening is derived from the keyed one.
+    @sk.pytree_dataclass
+    class Pair:
+        left: int
+        right: int
+
+        def tree_flatten_with_keys(self):
+            keys = (jax.tree_util.GetAttrKey("left"), jax.tree_util.GetAttrKey("right"))
+            return list(zip(keys, (self.left, self.right))), None
+
+        @classmethod
+        def tree_unflatten(cls, aux, children):
+            return cls(*children)
+
+    pair = Pair(1, 2)
+    assert jax.tree_util.tree_leaves(pair) == [1, 2]
+    assert jax.tree_util.tree_map(lambda x: x * 10, pair) == Pair(10, 20)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(pair)[0]]
+    assert paths == [".left", ".right"]
+    assert repr(pair).endswith("Pair(left=1, right=2)")  # a dataclass repr, as in penzai
+
+
+def test_class_missing_tree_unflatten_is_refused_at_decoration():
+    with pytest.raises(sk.PyTreeDataclassSafetyError, match="no tree_unflatten method"):
+
+        @sk.pytree_dataclass
+        class Half:
+            a: int
+
+            def tree_flatten_with_keys(self):
+                return [], None
+
+
+def test_implicit_inheritance_may_redeclare_an_inherited_field():
+    # The re-declared field keeps its inherited position (x, y, z).
+    @sk.pytree_dataclass
+    class Base(sk.Struct):
+        x: int
+        y: int
+        z: int = 0
+
+    @sk.pytree_dataclass(has_implicitly_inherited_fields=True)
+    class Child(Base):
+        y: int = 2
+
+    assert [f.name for f in dataclasses.fields(Child)] == ["x", "y", "z"]
+    assert Child(1) == Child(x=1, y=2, z=0)
+    assert jax.tree_util.tree_leaves(Child(1, 5)) == [1, 5, 0]
+
+
+def test_implicit_inheritance_flag_with_every_field_redeclared_is_refused():
+    @sk.pytree_dataclass
+    class Base(sk.Struct):
+        x: int
+        y: int
+
+    with pytest.raises(sk.PyTreeDataclassSafetyError, match="inherits no fields"):
+
+        @sk.pytree_dataclass(has_implicitly_inherited_fields=True)
+        class Child(Base):
+            y: int
+            x: int
+
+
+def test_init_without_mutable_proxy_runs_on_the_frozen_object():
+    @sk.pytree_dataclass(use_mutable_proxy_in_init=False)
+    class Doubled(sk.Struct):
+        a: int
+        b: int
+
+        def __init__(self, a):
+            object.__setattr__(self, "a", a)
+            object.__setattr__(self, "b", 2 * a)
+
+    assert Doubled(3) == Doubled.from_attributes(a=3, b=6)
+
+    @sk.pytree_dataclass(use_mutable_proxy_in_init=False)
+    class Assigning(sk.Struct):
+        a: int
+
+        def __init__(self, a):
+            self.a = a
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Assigning(1)
+
+
+def test_init_with_mutable_proxy_may_assign_fields_and_must_set_all():
+    @sk.pytree_dataclass(use_mutable_proxy_in_init=True)
+    class Assigning(sk.Struct):
+        a: int
+        b: int
+
+        def __init__(self, a, set_b=True):
+            self.a = a
+            if set_b:
+                self.b = a + 1
+
+    assert Assigning(1).b == 2
+    with pytest.raises(sk.PyTreeDataclassSafetyError, match=r"\['b'\]"):
+        Assigning(1, set_b=False)

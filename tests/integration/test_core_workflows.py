@@ -999,11 +999,6 @@ def test_vmap_over_a_named_axis_is_an_error_not_a_wrong_shape():
     np.testing.assert_allclose(out.unwrap(), 3 * np.arange(6.0).reshape(2, 3).sum(1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: NamedArray stores names but not sizes, so vmap with out_axes"
-    " other than 0 silently relabels dimensions (penzai detects it); see the report",
-)
 def test_vmap_with_nonzero_out_axes_is_detected():
     out = jax.vmap(lambda k: sk.nx.wrap(jnp.arange(3.0) * k, "c"), out_axes=1)(jnp.arange(4.0))
     with pytest.raises(ValueError):

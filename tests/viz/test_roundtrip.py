@@ -249,3 +249,68 @@ def test_bound_parameter_is_marked_not_roundtrippable():
     source = treescope.render_to_text(sk.Parameter(label="w", value=1.0), roundtrip_mode=True)
     assert source.startswith("<saikei.core.Parameter(")
     assert source.endswith(")>")
+
+
+# --- array fields render as executable source (issue 14) --------------------
+
+
+@sk.pytree_dataclass
+class _Holder(sk.Struct):
+    value: object
+    other: object = None
+
+
+def roundtrip_holder(tree):
+    source = treescope.render_to_text(tree, roundtrip_mode=True)
+    local = source.replace(f"{_Holder.__module__}._Holder", "_Holder")
+    return source, eval(local, dict(ENV, _Holder=_Holder))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        jnp.array(0.5),  # weakly typed scalar
+        jnp.array(3),
+        jnp.array([1.5, -2.0], dtype=jnp.float32),
+        jnp.arange(6, dtype=jnp.int8).reshape(2, 3),
+        jnp.array([True, False]),
+        jnp.array([1.0, 2.0], dtype=jnp.bfloat16),
+        jnp.zeros((0, 2)),
+        np.array([1.0, np.nan, -np.inf], dtype=np.float32),
+        np.arange(4, dtype=np.int64),
+    ],
+    ids=["weak", "int", "f32", "int8-2d", "bool", "bf16", "empty", "np-nonfinite", "np-int64"],
+)
+def test_array_fields_roundtrip(array):
+    holder = _Holder(value=array, other=jnp.array([1, 2]))
+    source, rebuilt = roundtrip_holder(holder)
+    assert "<" not in source, source
+    assert_same_tree(holder, rebuilt, source)
+    assert type(rebuilt.value) is type(holder.value), source
+    assert getattr(rebuilt.value, "weak_type", False) == getattr(array, "weak_type", False)
+    np.testing.assert_array_equal(np.asarray(rebuilt.value), np.asarray(array))
+
+
+def test_layer_with_a_jax_scalar_field_roundtrips_and_compares_equal():
+    layer = sk.nn.ConstantRescale(by=jnp.array(0.5))
+    source, rebuilt = roundtrip(layer)
+    assert rebuilt == layer, source
+    x = sk.nx.wrap(jnp.array([1.0, 2.0], dtype=jnp.bfloat16), "a")
+    assert rebuilt(x).dtype == layer(x).dtype == jnp.bfloat16  # weak type kept
+
+
+def test_named_array_roundtrips():
+    x = sk.nx.wrap(jnp.arange(6.0).reshape(2, 3), "a", "b").untag("b")
+    source, rebuilt = roundtrip(x)
+    assert rebuilt.axis_names == x.axis_names, source
+    np.testing.assert_array_equal(rebuilt.data_array, x.data_array)
+
+
+def test_arrays_render_as_usual_outside_roundtrip_mode():
+    text = treescope.render_to_text(_Holder(value=jnp.array([1.0, 2.0])))
+    assert "jnp.asarray" not in text and "jax.Array" in text
+
+
+def test_large_arrays_are_not_spelled_out():
+    source = treescope.render_to_text(_Holder(value=jnp.zeros(5000)), roundtrip_mode=True)
+    assert "jnp.asarray" not in source

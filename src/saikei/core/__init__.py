@@ -10,6 +10,7 @@ from saikei.core._selectors import Selection as Selection
 from saikei.core._selectors import SelectionHole as SelectionHole
 from saikei.core._selectors import SelectionQuote as SelectionQuote
 from saikei.core._selectors import select as select
+from saikei.core._struct import AbstractStructMetaclass as AbstractStructMetaclass
 from saikei.core._struct import PyTreeDataclassSafetyError as PyTreeDataclassSafetyError
 from saikei.core._struct import Struct as Struct
 from saikei.core._struct import StructStaticMetadata as StructStaticMetadata
@@ -17,6 +18,7 @@ from saikei.core._struct import is_pytree_dataclass_type as is_pytree_dataclass_
 from saikei.core._struct import is_pytree_node_field as is_pytree_node_field
 from saikei.core._struct import pytree_dataclass as pytree_dataclass
 from saikei.core._tree_util import CustomGetAttrKey as CustomGetAttrKey
+from saikei.core._tree_util import SliceLike as SliceLike
 from saikei.core._tree_util import pretty_keystr as pretty_keystr
 from saikei.core._tree_util import slice as slice  # noqa: A004
 from saikei.core._tree_util import tree_flatten_exactly_one_level as tree_flatten_exactly_one_level
@@ -25,6 +27,7 @@ from saikei.core._variables import AbstractVariableSlot as AbstractVariableSlot
 from saikei.core._variables import AbstractVariableValue as AbstractVariableValue
 from saikei.core._variables import AutoStateVarLabel as AutoStateVarLabel
 from saikei.core._variables import LabeledVariable as LabeledVariable
+from saikei.core._variables import LabeledVariableValue as LabeledVariableValue
 from saikei.core._variables import Parameter as Parameter
 from saikei.core._variables import ParameterSlot as ParameterSlot
 from saikei.core._variables import ParameterValue as ParameterValue

@@ -44,6 +44,47 @@ def _is_not_here(x: Any) -> bool:
     return isinstance(x, NotInThisPartition)
 
 
+class SelectedMark:
+    """Wraps a selected subtree while `prune_to_selected` looks for it (internal)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def prune_to_selected(marked: Any) -> Any:
+    """Keeps the `SelectedMark`-ed subtrees; the rest becomes `NotInThisPartition`.
+
+    Every subtree that holds no mark is replaced by one `NotInThisPartition`
+    at its highest point (as penzai's `partition()` does), so a branch with
+    nothing selected is a single placeholder, not a copy of its structure.
+
+    Example:
+      >>> prune_to_selected({"a": [1, SelectedMark(2)], "b": (3, 4)})
+      {'a': [NotInThisPartition(), 2], 'b': NotInThisPartition()}
+    """
+    value, _ = _prune(marked)
+    return value
+
+
+def _prune(node: Any) -> tuple[Any, bool]:
+    if type(node) is SelectedMark:
+        return node.value, True
+    level = tree_flatten_exactly_one_level(node)
+    if level is None or not level[0]:
+        return _NOT_HERE, False
+    children = []
+    found = False
+    for _, child in level[0]:
+        value, has_mark = _prune(child)
+        children.append(value)
+        found = found or has_mark
+    if not found:
+        return _NOT_HERE, False
+    return level[1].unflatten(children), True
+
+
 def combine(*partitions: Any) -> Any:
     """Merges partitions of a tree back into one tree.
 

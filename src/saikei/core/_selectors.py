@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from saikei.core import _viz_hooks
 from saikei.core._selection_holes import (
     HoleLookup,
     KeyPath,
@@ -116,10 +117,8 @@ class Selection(SelectionEdits, Struct):
         return len(self.selected_by_path)
 
     def __treescope_root_repr__(self) -> Any:
-        # Imported lazily: saikei.viz sits above core in the layering.
-        from saikei.viz._selection_rendering import render_selection_root
-
-        return render_selection_root(self)
+        # saikei.viz registers the renderer (core never imports viz).
+        return _viz_hooks.require("selection_root", "Rendering a Selection")(self)
 
     def show_selection(self) -> None:
         """Displays the tree with every selected subtree outlined.
@@ -138,9 +137,7 @@ class Selection(SelectionEdits, Struct):
             2,
           ]
         """
-        from saikei.viz._setup import display
-
-        display(self)
+        _viz_hooks.require("display", "Selection.show_selection()")(self)
 
     def show_value(self) -> None:
         """Displays the original tree, expanded down to the selected subtrees.
@@ -159,10 +156,8 @@ class Selection(SelectionEdits, Struct):
             'b': [3],
           }
         """
-        from saikei.viz._selection_rendering import render_value_focused_root
-        from saikei.viz._setup import display_root
-
-        display_root(render_value_focused_root(self))
+        render = _viz_hooks.require("value_focused_root", "Selection.show_value()")
+        _viz_hooks.require("display_root", "Selection.show_value()")(render(self))
 
     def is_empty(self) -> bool:
         """Whether nothing is selected.

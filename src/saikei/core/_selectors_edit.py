@@ -8,13 +8,12 @@ selection's remainder with new values, in a single rebuild of the tree.
 from __future__ import annotations
 
 import collections
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jax
 
-from saikei.core._partitioning import NotInThisPartition
+from saikei.core._partitioning import NotInThisPartition, SelectedMark, prune_to_selected
 from saikei.core._selection_holes import (
     HoleLookup,
     KeyPath,
@@ -269,7 +268,9 @@ class SelectionEdits:
         Args:
           at_leaves: Split at pytree leaves, so both parts have the structure
             of the original tree. Otherwise a whole selected subtree is one
-            `NotInThisPartition` in the remainder part.
+            `NotInThisPartition` in the remainder part, and every branch
+            holding nothing selected is one `NotInThisPartition` (at its
+            highest point) in the selected part, as in penzai.
 
         Returns:
           The selected part and the remainder part.
@@ -337,22 +338,14 @@ class _Inserted:
 def _insert(selection: Selection, value: Any, *, before: bool, and_select: bool) -> Any:
     """Inserts `value` next to every selected list/tuple element."""
     what = "insert_before" if before else "insert_after"
-    # A value whose class defines `__saikei_insert_copy__` (e.g. a saver, whose
-    # variable must not be shared) gets a fresh copy at every place but the first.
-    copy = getattr(type(value), "__saikei_insert_copy__", None)
-    places = itertools.count()
-
-    def new(path: Any) -> Any:
-        return value if copy is None or next(places) == 0 else copy(value)
-
     if not and_select:
         if before:
-            return _inline(selection, lambda path, x: (new(path), x), what)
-        return _inline(selection, lambda path, x: (x, new(path)), what)
+            return _inline(selection, lambda path, x: (value, x), what)
+        return _inline(selection, lambda path, x: (x, value), what)
     if before:
-        tree = _inline(selection, lambda path, x: (_Inserted(new(path)), x), what)
+        tree = _inline(selection, lambda path, x: (_Inserted(value), x), what)
     else:
-        tree = _inline(selection, lambda path, x: (x, _Inserted(new(path))), what)
+        tree = _inline(selection, lambda path, x: (x, _Inserted(value)), what)
     found, remainder = search(tree, (), Finder(lambda x: type(x) is _Inserted, pure=True))
     return selection._derive(
         collections.OrderedDict((path, marker.value) for path, marker in found), remainder
@@ -412,10 +405,12 @@ def _not_here(_: Any) -> NotInThisPartition:
 def _partition(selection: Selection, at_leaves: bool) -> tuple[Any, Any]:
     """Splits a selection's tree into `(selected_part, remainder_part)`."""
     values = list(selection.selected_by_path.values())
-    selected_part = selection._rebuild(values, on_leaf=_not_here)
     if at_leaves:
+        selected_part = selection._rebuild(values, on_leaf=_not_here)
         hidden = [jax.tree_util.tree_map(_not_here, v) for v in values]
         remainder_part = selection._rebuild(hidden)
     else:
+        # One placeholder at the top of every branch with nothing selected.
+        selected_part = prune_to_selected(selection._rebuild([SelectedMark(v) for v in values]))
         remainder_part = selection._rebuild([_NOT_HERE] * len(values))
     return selected_part, remainder_part

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import jax
 import numpy as np
 
+from saikei.core import _viz_hooks
 from saikei.core._struct import Struct, pytree_dataclass
 
 AxisName: TypeAlias = Hashable
@@ -62,13 +63,10 @@ class MultiDimVar:
 
     name: str
 
-    # Treescope hook; the handler is imported lazily because core never
-    # imports saikei.viz at module level.
+    # Treescope hook; saikei.viz registers the renderer (core never imports viz).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a compact one-line rendering (constructor when expanded)."""
-        from saikei.viz._shapecheck_handlers import render_dim_var
-
-        return render_dim_var(self, path, subtree_renderer)
+        return _viz_hooks.render("dim_var", self, path, subtree_renderer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +90,10 @@ class DimVar:
 
     name: str | tuple[str, str | int]
 
-    # Treescope hook; the handler is imported lazily because core never
-    # imports saikei.viz at module level.
+    # Treescope hook; saikei.viz registers the renderer (core never imports viz).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a compact one-line rendering (constructor when expanded)."""
-        from saikei.viz._shapecheck_handlers import render_dim_var
-
-        return render_dim_var(self, path, subtree_renderer)
+        return _viz_hooks.render("dim_var", self, path, subtree_renderer)
 
     def __iter__(self) -> Iterator[MultiDimVar]:
         yield MultiDimVar(self._collection_name("*"))
@@ -153,13 +148,10 @@ class KnownDim:
     size: int
     from_keypath: str | None = None
 
-    # Treescope hook; the handler is imported lazily because core never
-    # imports saikei.viz at module level.
+    # Treescope hook; saikei.viz registers the renderer (core never imports viz).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a compact one-line rendering (constructor when expanded)."""
-        from saikei.viz._shapecheck_handlers import render_dim_var
-
-        return render_dim_var(self, path, subtree_renderer)
+        return _viz_hooks.render("dim_var", self, path, subtree_renderer)
 
 
 def var(name: str) -> DimVar:
@@ -300,6 +292,9 @@ def _is_size(value: Any) -> bool:
 
 
 def _normalize_shape(shape: Any) -> tuple[Any, ...]:
+    if isinstance(shape, DimVar):
+        # penzai reads `shape=var("x")` as `shape=(*var("x"),)`: any positional shape.
+        shape = (*shape,)
     if not isinstance(shape, tuple | list):
         raise TypeError(
             f"ArraySpec shape must be a tuple of dims, got {shape!r}. Write (n,) for one dim."
@@ -321,6 +316,9 @@ def _normalize_shape(shape: Any) -> tuple[Any, ...]:
 
 
 def _normalize_named_shape(named_shape: Any) -> _NamedShape:
+    if isinstance(named_shape, DimVar):
+        # penzai reads `named_shape=var("x")` as `named_shape={**var("x")}`.
+        named_shape = {**named_shape}
     if type(named_shape) is not dict and not isinstance(named_shape, Mapping):
         raise TypeError(f"ArraySpec named_shape must be a dict, got {named_shape!r}.")
     if not named_shape:
@@ -375,6 +373,7 @@ class ArraySpec(Struct):
 
     Attributes:
       shape: The positional shape: ints, `var(n)`, `*var(n)` or `KnownDim`s.
+        A bare `var(n)` (not in a tuple) means `(*var(n),)`, as in penzai.
       dtype: A concrete dtype (stored as `np.dtype`) or an abstract category
         such as `np.floating` or `np.integer` (any sub-dtype matches). The
         default `np.generic` matches every dtype.
@@ -397,10 +396,8 @@ class ArraySpec(Struct):
     )
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        """Treescope hook: `<ArraySpec dtype(positional | named)>` (imported lazily from viz)."""
-        from saikei.viz._shapecheck_handlers import render_arrayspec
-
-        return render_arrayspec(self, path, subtree_renderer)
+        """Treescope hook: `<ArraySpec dtype(positional | named)>` (registered by saikei.viz)."""
+        return _viz_hooks.render("arrayspec", self, path, subtree_renderer)
 
     @property
     def positional_shape(self) -> tuple[Any, ...]:
@@ -550,10 +547,8 @@ class Wildcard(Struct):
     description: str | None = dataclasses.field(default=None, metadata={"pytree_node": False})
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        """Treescope hook: `<Wildcard>` (imported lazily from viz)."""
-        from saikei.viz._shapecheck_handlers import render_wildcard
-
-        return render_wildcard(self, path, subtree_renderer)
+        """Treescope hook: `<Wildcard>` (registered by saikei.viz)."""
+        return _viz_hooks.render("wildcard", self, path, subtree_renderer)
 
 
 ANY = Wildcard()

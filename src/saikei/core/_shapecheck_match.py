@@ -542,12 +542,30 @@ def _dtype_matches(dtype: Any, expected: Any) -> bool:
 
 
 def _constant_matches(value: Any, constant: Any) -> bool | str:
+    value_shape = getattr(value, "shape", None)
+    constant_shape = getattr(constant, "shape", None)
+    if (value_shape is not None or constant_shape is not None) and (
+        tuple(np.shape(value)) != tuple(np.shape(constant))
+    ):
+        # Broadcasting would let e.g. [3, 3] equal the constant 3.
+        return (
+            f"its shape {tuple(np.shape(value))} differs from the shape"
+            f" {tuple(np.shape(constant))} of the pattern's constant {constant!r}"
+        )
     try:
         equal = value == constant
     except Exception as error:  # Any failure to compare is a mismatch, reported as such.
         return f"comparing it with the constant {constant!r} raised {error!r}"
     if isinstance(equal, bool | np.bool_):
         return bool(equal)
+    if isinstance(equal, np.ndarray | jax.Array) and not isinstance(equal, jax.core.Tracer):
+        # Arrays (numpy or jax) equal to an array constant: every element must match.
+        return bool(np.all(np.asarray(equal)))
+    if isinstance(equal, jax.core.Tracer):
+        return (
+            f"it is a traced value, which cannot be compared with the constant"
+            f" {constant!r} while tracing; use an ArraySpec for traced arrays"
+        )
     return (
         f"comparing it with the constant {constant!r} gave a {type(equal).__name__}, not a"
         " bool; use an ArraySpec or a Wildcard for arrays"

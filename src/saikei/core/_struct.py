@@ -13,6 +13,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import jax
 
+from saikei.core import _viz_hooks
+
 T = TypeVar("T")
 
 _INFO_ATTR = "__saikei_pytree_dataclass_info__"
@@ -164,6 +166,7 @@ def pytree_dataclass(
     /,
     *,
     has_implicitly_inherited_fields: bool = False,
+    use_mutable_proxy_in_init: bool = True,
     overwrite_parent_init: bool = False,
     init: bool = True,
     eq: bool = True,
@@ -177,6 +180,7 @@ def pytree_dataclass(
     /,
     *,
     has_implicitly_inherited_fields: bool = False,
+    use_mutable_proxy_in_init: bool = True,
     overwrite_parent_init: bool = False,
     init: bool = True,
     eq: bool = True,
@@ -199,12 +203,19 @@ def pytree_dataclass(
       to say that is intended.
 
     A hand-written `__init__` may assign fields with `self.x = value`; every
-    field must be assigned by the time it returns.
+    field must be assigned by the time it returns. (penzai runs such an
+    `__init__` on a mutable proxy subclass; saikei runs it on the object
+    itself and unlocks assignment only while it runs, so `type(self)` is the
+    real class.)
 
     Args:
       cls: The class to transform (when used without arguments).
       has_implicitly_inherited_fields: Allow fields inherited from parents that
         are not re-declared in this class body.
+      use_mutable_proxy_in_init: Whether a hand-written `__init__` may assign
+        fields with `self.x = value` (and must assign all of them). With
+        False, `__init__` runs on the frozen object, so it must use
+        `object.__setattr__(self, "x", value)`, and nothing is checked.
       overwrite_parent_init: Allow replacing a parent's hand-written
         `__init__` with a generated one.
       init: Generate `__init__` (ignored when the class defines its own).
@@ -230,6 +241,7 @@ def pytree_dataclass(
         return _make_pytree_dataclass(
             cls,
             has_implicitly_inherited_fields=has_implicitly_inherited_fields,
+            use_mutable_proxy_in_init=use_mutable_proxy_in_init,
             overwrite_parent_init=overwrite_parent_init,
             init=init,
             eq=eq,
@@ -246,6 +258,7 @@ def _make_pytree_dataclass(
     cls: type[T],
     *,
     has_implicitly_inherited_fields: bool,
+    use_mutable_proxy_in_init: bool,
     overwrite_parent_init: bool,
     init: bool,
     eq: bool,
@@ -260,9 +273,11 @@ def _make_pytree_dataclass(
             f"{name} is already a pytree_dataclass; apply @pytree_dataclass once."
         )
     for method in ("tree_flatten_with_keys", "tree_unflatten"):
-        if not hasattr(cls, method):
+        if not callable(getattr(cls, method, None)):
             raise PyTreeDataclassSafetyError(
-                f"{name} must subclass sk.Struct (it has no {method} method)."
+                f"{name} has no {method} method. Subclass sk.Struct (which provides"
+                " the pytree methods), or define both `tree_flatten_with_keys` and"
+                " the classmethod `tree_unflatten` yourself."
             )
     own_init = cls.__dict__.get("__init__")
     if init and own_init is None and not overwrite_parent_init:
@@ -285,21 +300,26 @@ def _make_pytree_dataclass(
                 f"{name}.{field_name}: metadata 'pytree_node' must be True or False."
             )
 
+    # Structs print through their own __repr__; other classes get the dataclass one.
     data_cls = dataclasses.dataclass(
-        cls, init=init, repr=False, eq=eq, order=order, frozen=True, kw_only=kw_only
+        cls,
+        init=init,
+        repr=not issubclass(cls, Struct),
+        eq=eq,
+        order=order,
+        frozen=True,
+        kw_only=kw_only,
     )
     fields = dataclasses.fields(data_cls)
     inferred = [f.name for f in fields]
     if has_implicitly_inherited_fields:
-        if inferred == own_fields:
+        # Re-declaring an inherited field (e.g. to change its default) keeps
+        # its inherited position, so only "nothing is inherited" is refused.
+        if set(inferred) == set(own_fields):
             raise PyTreeDataclassSafetyError(
                 f"{name} was declared with has_implicitly_inherited_fields=True"
-                " but inherits no fields from its parents; drop the flag."
-            )
-        if inferred[len(inferred) - len(own_fields) :] != own_fields:
-            raise PyTreeDataclassSafetyError(
-                f"{name}: its own field annotations {own_fields} must come after"
-                f" the inherited fields in {inferred}."
+                f" but declares all of its fields {inferred} itself: it inherits no"
+                " fields implicitly; drop the flag."
             )
     elif inferred != own_fields:
         missing = [f for f in inferred if f not in own_fields]
@@ -330,16 +350,18 @@ def _make_pytree_dataclass(
     data_cls.__setattr__ = _frozen_setattr  # type: ignore[method-assign]
     data_cls.__delattr__ = _frozen_delattr  # type: ignore[method-assign]
 
-    if own_init is not None:
+    if own_init is not None and use_mutable_proxy_in_init:
         data_cls.__init__ = _wrap_user_init(data_cls, own_init)  # type: ignore[misc]
     elif "__init__" in data_cls.__dict__:
         data_cls.__init__.__saikei_generated_init__ = True  # type: ignore[misc]
 
+    # A class that is not a Struct may bring only the two required methods;
+    # JAX then derives plain flattening from `tree_flatten_with_keys`.
     jax.tree_util.register_pytree_with_keys(
         data_cls,
         flatten_with_keys=data_cls.tree_flatten_with_keys,
         unflatten_func=data_cls.tree_unflatten,
-        flatten_func=data_cls.tree_flatten,
+        flatten_func=getattr(data_cls, "tree_flatten", None),
     )
     return data_cls
 
@@ -362,8 +384,16 @@ def _dataclass_info(cls: type) -> _DataclassInfo:
         ) from None
 
 
-class _StructMeta(abc.ABCMeta):
-    """Refuses to instantiate Struct subclasses that were never decorated."""
+class AbstractStructMetaclass(abc.ABCMeta):
+    """Metaclass of `Struct`: refuses to instantiate subclasses that were never decorated.
+
+    Undecorated `Struct` subclasses thus act as abstract base classes.
+
+    Example:
+      >>> from saikei import sk
+      >>> type(sk.Struct).__name__
+      'AbstractStructMetaclass'
+    """
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if _INFO_ATTR not in cls.__dict__:
@@ -374,7 +404,7 @@ class _StructMeta(abc.ABCMeta):
         return super().__call__(*args, **kwargs)
 
 
-class Struct(metaclass=_StructMeta):
+class Struct(metaclass=AbstractStructMetaclass):
     """Base class for saikei's frozen, pytree-registered dataclasses.
 
     Subclasses become concrete when decorated with `@sk.pytree_dataclass`;
@@ -503,8 +533,5 @@ class Struct(metaclass=_StructMeta):
         return None
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        # Imported lazily: saikei.viz sits above core in the layering, and
-        # rendering only happens once a user asks treescope for it.
-        from saikei.viz._struct_handlers import render_struct
-
-        return render_struct(self, path, subtree_renderer)
+        # saikei.viz registers the renderer (core never imports viz).
+        return _viz_hooks.render("struct", self, path, subtree_renderer)

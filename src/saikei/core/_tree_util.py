@@ -110,8 +110,14 @@ def tree_flatten_exactly_one_level(
     return [(path[0], child) for path, child in with_path], treedef
 
 
-class _SliceSugar:
-    """`sk.slice[a:b]` builds `slice(a, b)`, for use in dict indexing."""
+class SliceLike:
+    """The type of `sk.slice`: `sk.slice[a:b]` builds `slice(a, b)`, for dict indexing.
+
+    Example:
+      >>> from saikei import sk
+      >>> sk.slice[1:3]
+      slice(1, 3, None)
+    """
 
     def __getitem__(self, key: Any) -> Any:
         return key
@@ -120,6 +126,6 @@ class _SliceSugar:
         return "sk.slice"
 
 
-slice = _SliceSugar()  # noqa: A001 - the public name mirrors penzai's `pz.slice`.
+slice = SliceLike()  # noqa: A001 - the public name mirrors penzai's `pz.slice`.
 
 IsLeafFn = Callable[[Any], bool]

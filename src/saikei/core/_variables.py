@@ -22,6 +22,7 @@ from saikei.core._variables_types import AbstractVariableSlot as AbstractVariabl
 from saikei.core._variables_types import AbstractVariableValue as AbstractVariableValue
 from saikei.core._variables_types import AutoStateVarLabel as AutoStateVarLabel
 from saikei.core._variables_types import LabeledVariable as LabeledVariable
+from saikei.core._variables_types import LabeledVariableValue as LabeledVariableValue
 from saikei.core._variables_types import Parameter as Parameter
 from saikei.core._variables_types import ParameterSlot as ParameterSlot
 from saikei.core._variables_types import ParameterValue as ParameterValue

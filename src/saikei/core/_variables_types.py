@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import itertools
 import threading
+import typing
 from collections.abc import Hashable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saikei.core import _viz_hooks
 from saikei.core._auto_order import AutoOrderedAcrossTypes, _sort_key
 from saikei.core._struct import Struct, pytree_dataclass
 
@@ -297,6 +299,32 @@ class AbstractVariable(abc.ABC):
     def update(self, new_frozen_value: AbstractVariableValue) -> None:
         """Sets this variable's value from a frozen value of the same slot."""
 
+    # The mutable-state protocol that penzai's variables implement for JAX
+    # ecosystem tools: the state as a pytree is the frozen value.
+    @typing.final
+    def __get_state_as_jax_pytree__(self) -> AbstractVariableValue:
+        """State protocol: this variable's state as a pytree (same as `freeze()`).
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.Parameter(label="w", value=1.0).__get_state_as_jax_pytree__().value
+          Array(1., dtype=float32, weak_type=True)
+        """
+        return self.freeze()
+
+    @typing.final
+    def __set_state_from_jax_pytree__(self, value: AbstractVariableValue) -> None:
+        """State protocol: sets the state from a pytree (same as `update(value)`).
+
+        Example:
+          >>> from saikei import sk
+          >>> w = sk.Parameter(label="w", value=1.0)
+          >>> w.__set_state_from_jax_pytree__(sk.ParameterValue(label="w", value=2.0))
+          >>> float(w.value)
+          2.0
+        """
+        self.update(value)
+
 
 class AbstractVariableValue(Struct):
     """Base class of frozen variable values: immutable pytrees.
@@ -316,6 +344,18 @@ class AbstractVariableValue(Struct):
     @abc.abstractmethod
     def get_slot(self) -> AbstractVariableSlot:
         """Returns the slot of the variable this value belongs to."""
+
+    @typing.final
+    def __jax_pytree_state_to_new_variable__(self) -> AbstractVariable:
+        """State protocol: a new variable holding this state (same as `unfreeze_as_copy()`).
+
+        Example:
+          >>> from saikei import sk
+          >>> var = sk.StateVariableValue(label="n", value=0).__jax_pytree_state_to_new_variable__()
+          >>> type(var).__name__, var.label
+          ('StateVariable', 'n')
+        """
+        return self.unfreeze_as_copy()
 
 
 class AbstractVariableSlot(Struct):
@@ -447,10 +487,8 @@ class LabeledVariable(AbstractVariable, Generic[T]):
         )
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        # Imported lazily: saikei.viz sits above core in the layering.
-        from saikei.viz._variable_handlers import render_variable
-
-        return render_variable(self, path, subtree_renderer)
+        # saikei.viz registers the renderer (core never imports viz).
+        return _viz_hooks.render("variable", self, path, subtree_renderer)
 
 
 class Parameter(LabeledVariable[T]):
@@ -535,8 +573,22 @@ class StateVariable(LabeledVariable[T]):
 # Frozen values and slots -----------------------------------------------------------
 
 
+class LabeledVariableValue(AbstractVariableValue, Generic[T]):
+    """Base class of the frozen values of labeled variables (`ParameterValue`, `StateVariableValue`).
+
+    Subclasses have the fields `label`, `value` and `metadata`; this base
+    exists so that `isinstance(v, LabeledVariableValue)` works as in penzai.
+
+    Example:
+      >>> from saikei import sk
+      >>> from saikei.core import LabeledVariableValue
+      >>> isinstance(sk.ParameterValue(label="w", value=1.0), LabeledVariableValue)
+      True
+    """
+
+
 @pytree_dataclass
-class ParameterValue(AbstractVariableValue, Generic[T]):
+class ParameterValue(LabeledVariableValue[T]):
     """The frozen value of a `Parameter`: a pytree whose only child is `value`.
 
     Attributes:
@@ -572,7 +624,7 @@ class ParameterValue(AbstractVariableValue, Generic[T]):
 
 
 @pytree_dataclass
-class StateVariableValue(AbstractVariableValue, Generic[T]):
+class StateVariableValue(LabeledVariableValue[T]):
     """The frozen value of a `StateVariable`: a pytree whose only child is `value`.
 
     Attributes:

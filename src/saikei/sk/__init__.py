@@ -12,6 +12,13 @@ Example:
   {'features': 3}
 """
 
+# treescope helpers that penzai's `pz` re-exports.
+from treescope.context import ContextualValue as ContextualValue
+from treescope.dataclass_util import dataclass_from_attributes as dataclass_from_attributes
+from treescope.dataclass_util import init_takes_fields as init_takes_fields
+from treescope.formatting_util import color_from_string as color_from_string
+from treescope.formatting_util import oklch_color as oklch_color
+
 from saikei import interp as interp
 from saikei import nn as nn
 from saikei import viz as ts  # noqa: F401  (the sk.ts namespace)
@@ -54,4 +61,6 @@ from saikei.core import unbind_params as unbind_params
 from saikei.core import unbind_state_vars as unbind_state_vars
 from saikei.core import unbind_variables as unbind_variables
 from saikei.core import variable_jit as variable_jit
+from saikei.viz import disable_interactive_context as disable_interactive_context
+from saikei.viz import enable_interactive_context as enable_interactive_context
 from saikei.viz import show as show

@@ -16,16 +16,18 @@ IPython, or print its text form elsewhere.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 from treescope import figures, lowering
 
 from saikei.core.named_axes import NamedArray
-from saikei.viz._arrays_api import TokenLookup, integer_digitbox, text_on_color
+from saikei.viz import integer_digitbox, text_on_color
+from saikei.viz._arrays_api import TokenLookup
 
 __all__ = [
+    "SentencePieceProcessorLike",
     "render_token_array",
     "render_token_scores",
     "show_token_array",
@@ -35,6 +37,35 @@ __all__ = [
 ]
 
 _SPECIAL_COLOR = "#999999"
+
+
+class SentencePieceProcessorLike(Protocol):
+    """What a SentencePiece-style tokenizer offers (penzai's tokenizer protocol).
+
+    A `sentencepiece.SentencePieceProcessor` has these methods; any object
+    with them can be passed as the `tokenizer` of the functions here (which
+    also accept Hugging Face tokenizers, lists of strings and callables).
+
+    Example:
+      >>> class Pieces:
+      ...   def GetPieceSize(self): return 2
+      ...   def IdToPiece(self, id): return ["<s>", "hi"][id]
+      ...   def IsControl(self, id): return id == 0
+      >>> render_token_array([0, 1], Pieces()) is not None
+      True
+    """
+
+    def GetPieceSize(self) -> int:
+        """The vocabulary size."""
+        ...
+
+    def IdToPiece(self, id: int) -> str:  # noqa: A002
+        """The text of token `id`."""
+        ...
+
+    def IsControl(self, id: int) -> bool:  # noqa: A002
+        """Whether token `id` is a control token (shown greyed out)."""
+        ...
 
 
 def _axes_and_data(array: Any, what: str) -> tuple[list[Hashable], np.ndarray]:

@@ -17,6 +17,7 @@ from treescope import dtype_util, lowering, rendering_parts
 from treescope.external import jax_support
 
 from saikei.core.named_axes import NamedArray
+from saikei.viz._struct_handlers import with_executable_arrays
 
 
 def named_array_shape_summary(array: NamedArray) -> str:
@@ -118,7 +119,10 @@ def _constructor_children(
     array: NamedArray, path: str | None, subtree_renderer: Any
 ) -> list[rendering_parts.RenderableTreePart]:
     return rendering_parts.build_field_children(
-        array, path, subtree_renderer, fields_or_attribute_names=("data_array", "axis_names")
+        array,
+        path,
+        with_executable_arrays(subtree_renderer),
+        fields_or_attribute_names=("data_array", "axis_names"),
     )
 
 
@@ -222,6 +226,9 @@ def render_named_array(
       '<NamedArray int32(| seq:2, heads:3) [≥0, ≤5] zero:1 nonzero:5 (wrapping jax.Array)>'
     """
     data = array.data_array
+    if array._is_mislabeled():
+        # Data changed underneath its names (see MislabeledNamedArrayError).
+        return rendering_parts.error_color(rendering_parts.text(repr(array)))
     if not (hasattr(data, "shape") and hasattr(data, "dtype")) or len(array.axis_names) > len(
         data.shape
     ):

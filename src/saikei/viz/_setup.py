@@ -15,8 +15,10 @@ from treescope import lowering
 
 __all__ = [
     "basic_interactive_setup",
+    "disable_interactive_context",
     "display",
     "display_root",
+    "enable_interactive_context",
     "in_ipython",
     "register_as_default",
     "render_root_to_text",
@@ -177,3 +179,34 @@ def basic_interactive_setup(
         treescope.active_autovisualizer.set_globally(ArrayAutovisualizer())
     if abbreviation_threshold is not None:
         treescope.abbreviation_threshold.set_globally(abbreviation_threshold)
+
+
+def enable_interactive_context() -> None:
+    """Does nothing: treescope's settings are always interactive (kept for penzai code).
+
+    Old penzai code turned on global treescope settings with this call; they
+    are now on by default.
+
+    Example:
+      >>> enable_interactive_context()
+    """
+
+
+def disable_interactive_context() -> None:
+    """Raises: global treescope settings can no longer be switched off (as in penzai).
+
+    To change a setting for a block of code, use its context manager, e.g.
+    `treescope.active_autovisualizer.set_scoped(None)`.
+
+    Example:
+      >>> disable_interactive_context()
+      Traceback (most recent call last):
+        ...
+      RuntimeError: disable_interactive_context is no longer supported: ...
+    """
+    raise RuntimeError(
+        "disable_interactive_context is no longer supported: treescope's global settings"
+        " are always active. Change one setting for a block of code with its"
+        " `set_scoped` context manager instead, e.g."
+        " `with treescope.active_autovisualizer.set_scoped(None): ...`."
+    )

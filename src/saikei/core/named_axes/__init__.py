@@ -30,6 +30,9 @@ from saikei.core.named_axes._constructors import ones as ones
 from saikei.core.named_axes._constructors import random_split as random_split
 from saikei.core.named_axes._constructors import zeros as zeros
 from saikei.core.named_axes._named_array import AxisName as AxisName
+from saikei.core.named_axes._named_array import (
+    MislabeledNamedArrayError as MislabeledNamedArrayError,
+)
 from saikei.core.named_axes._named_array import NamedArray as NamedArray
 from saikei.core.named_axes._named_array import NamedArrayBase as NamedArrayBase
 from saikei.core.named_axes._named_array import NamedArrayView as NamedArrayView

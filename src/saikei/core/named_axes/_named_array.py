@@ -16,15 +16,17 @@ moves only when an operation asks for an order the data does not already have.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saikei.core import _viz_hooks
 from saikei.core._struct import Struct, StructStaticMetadata, pytree_dataclass
 from saikei.core.named_axes._array_methods import ArrayMethods
 
@@ -109,6 +111,13 @@ def _rank_error(names: Sequence[AxisName | None], shape: Sequence[int]) -> Value
     )
 
 
+def _no_shape_error(data: Any) -> TypeError:
+    return TypeError(
+        "NamedArray.data_array must be an array (jax.Array, np.ndarray,"
+        f" jax.ShapeDtypeStruct or tracer) to have a shape; got {type(data).__name__}."
+    )
+
+
 def _strip_leading_none(full: Sequence[AxisName | None]) -> tuple[AxisName | None, ...]:
     start = 0
     for name in full:
@@ -118,22 +127,165 @@ def _strip_leading_none(full: Sequence[AxisName | None]) -> tuple[AxisName | Non
     return tuple(full[start:])
 
 
-_AUX_CACHE: dict[tuple[Any, ...], StructStaticMetadata] = {}
+class _LayoutAux(StructStaticMetadata):
+    """Pytree metadata of a NamedArray: its axis names and the sizes they had.
+
+    The sizes (of the trailing data dims the names cover) travel with the
+    names through JAX transformations, so that a transformation that moves or
+    resizes a named dimension underneath the names (e.g. `jax.vmap` with
+    `out_axes=1`) is detected. Unknown sizes (`None`: the data had no shape,
+    as in a tree of shardings) match any sizes, so such trees still work as
+    prefixes of real ones.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, _LayoutAux):
+            return False
+        mine, theirs = self.static_fields, other.static_fields
+        if mine[0] != theirs[0]:
+            return False
+        a, b = mine[1][1], theirs[1][1]
+        return a is None or b is None or a == b
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self.static_fields[0])
+
+
+_AUX_CACHE: dict[tuple[Any, ...], _LayoutAux] = {}
 _CHILD_NAMES = ("data_array",)
 
 
-def _aux_for(names: tuple[Any, ...]) -> StructStaticMetadata:
+def _aux_for(names: tuple[Any, ...], sizes: tuple[int, ...] | None) -> _LayoutAux:
+    key = (names, sizes)
     try:
-        return _AUX_CACHE[names]
+        return _AUX_CACHE[key]
     except KeyError:
         if len(_AUX_CACHE) > 10_000:
             _AUX_CACHE.clear()
-        aux = _AUX_CACHE[names] = StructStaticMetadata(_CHILD_NAMES, (("axis_names", names),))
+        aux = _AUX_CACHE[key] = _LayoutAux(
+            _CHILD_NAMES, (("axis_names", names), ("_axis_sizes", sizes))
+        )
         return aux
+
+
+def _trailing(shape: Any, count: int) -> tuple[int, ...] | None:
+    """The last `count` sizes of `shape` (None if it has fewer dims)."""
+    rank = len(shape)
+    if rank < count:
+        return None
+    return tuple(shape[rank - count :])
+
+
+class MislabeledNamedArrayError(ValueError):
+    """A NamedArray whose data no longer matches its axis names.
+
+    Raised when a NamedArray is used after a JAX transformation changed its
+    data underneath its names: `jax.vmap`/`jax.lax.map`/`jax.lax.scan` with
+    `in_axes` or `out_axes` other than 0, or a function mapped over the
+    leaves with `jax.tree_util.tree_map` that moved or resized a named
+    dimension. Any use other than flattening raises this error; it is never
+    silently relabelled.
+    """
+
+
+def _mislabeled_error(names: Any, sizes: Any, shape: Any) -> MislabeledNamedArrayError:
+    return MislabeledNamedArrayError(
+        f"NamedArray data no longer matches its axis names: the names {tuple(names)} were"
+        f" given to trailing data dimensions of sizes {tuple(sizes)}, but data_array now"
+        f" has shape {tuple(shape)}. A transformation moved or resized a named dimension"
+        " underneath the names: typically jax.vmap (or jax.lax.map/scan) with in_axes or"
+        " out_axes other than 0, or jax.tree_util.tree_map with a function that"
+        " transposes, slices or reduces the data. jax.vmap may only map over the leading"
+        " data dimension of a NamedArray, and that dimension must be positional: use"
+        " in_axes=0/out_axes=0 and `x.with_positional_prefix()` (or"
+        " `x.untag_prefix(name).with_positional_prefix()` to map a named axis), or map"
+        " over named axes with sk.nx.nmap instead."
+    )
 
 
 _DATA_KEY = jax.tree_util.GetAttrKey("data_array")
 _object_new = object.__new__
+_UNSET: Any = object()
+
+
+def _from_named_axes(
+    data: Any, named_axes: Mapping[AxisName, int]
+) -> tuple[Any, tuple[AxisName, ...], tuple[int, ...] | None]:
+    """Checks penzai's `NamedArray(named_axes=..., data_array=...)` fields."""
+    if not isinstance(named_axes, Mapping):
+        raise TypeError(
+            f"NamedArray(named_axes=...) expects a mapping from axis name to size"
+            f" (e.g. an OrderedDict), got {type(named_axes).__name__}: {named_axes!r}."
+        )
+    names = tuple(named_axes)
+    sizes = tuple(named_axes.values())
+    _check_names(names, "NamedArray(named_axes=...)")
+    bad = [s for s in sizes if not isinstance(s, int | np.integer) or isinstance(s, bool) or s < 0]
+    if bad:
+        raise ValueError(f"NamedArray(named_axes={dict(named_axes)!r}): sizes must be ints >= 0.")
+    sizes = tuple(int(s) for s in sizes)
+    shape = getattr(data, "shape", None)
+    if shape is None:
+        return data, names, sizes  # e.g. a sharding: the sizes are kept
+    if _trailing(shape, len(sizes)) != sizes:
+        raise ValueError(
+            f"NamedArray(named_axes={dict(named_axes)!r}): the named axes must be the"
+            f" trailing dimensions of data_array, with these sizes, but data_array has"
+            f" shape {tuple(shape)}. Positional axes come first, named axes last."
+        )
+    return data, names, None
+
+
+def _from_view_fields(
+    data: Any,
+    data_shape: Sequence[int] | None,
+    logical: Sequence[int] | None,
+    by_name: Mapping[AxisName, int] | None,
+) -> tuple[Any, tuple[AxisName | None, ...], tuple[int, ...] | None]:
+    """Builds a layout from penzai's NamedArrayView fields, transposing if needed."""
+    what = "NamedArrayView(data_shape=..., data_axis_for_logical_axis=..., data_axis_for_name=...)"
+    if data_shape is None or logical is None or by_name is None:
+        raise TypeError(f"{what}: all three fields are needed.")
+    data_shape = tuple(int(s) for s in data_shape)
+    logical = tuple(int(d) for d in logical)
+    by_name = dict(by_name)
+    _check_names(list(by_name), what)
+    shape = getattr(data, "shape", None)
+    if shape is not None and tuple(shape) != data_shape:
+        raise ValueError(
+            f"{what}: data_shape {data_shape} differs from data_array's shape {tuple(shape)}."
+        )
+    used = list(logical) + list(by_name.values())
+    if sorted(used) != list(range(len(data_shape))):
+        raise ValueError(
+            f"{what}: every data dimension 0..{len(data_shape) - 1} must be used exactly once"
+            f" by data_axis_for_logical_axis {logical} or data_axis_for_name {by_name}."
+        )
+    full: list[AxisName | None] = [None] * len(data_shape)
+    for name, dim in by_name.items():
+        full[dim] = name
+    slots = sorted(logical)
+    if list(logical) != slots:
+        # saikei orders positional axes by data position: move them there.
+        if shape is None:
+            raise ValueError(
+                f"{what}: positional axes out of data order need a transpose, which needs"
+                f" an array, but data_array is a {type(data).__name__}."
+            )
+        perm = list(range(len(data_shape)))
+        for slot, dim in zip(slots, logical):
+            perm[slot] = dim
+        data = jax.lax.transpose(data, perm)
+        data_shape = tuple(data_shape[p] for p in perm)
+    names = tuple(full)
+    return data, names, (data_shape if shape is None else None)
 
 
 @pytree_dataclass(eq=False)
@@ -161,39 +313,190 @@ class NamedArray(ArrayMethods, Struct):
     """
 
     data_array: Any
-    axis_names: tuple[AxisName | None, ...] = dataclasses.field(
-        default=(), metadata={"pytree_node": False}
-    )
+    axis_names: tuple[AxisName | None, ...] = dataclasses.field(metadata={"pytree_node": False})
 
-    def __post_init__(self) -> None:
-        names = tuple(self.axis_names)
-        _check_names([n for n in names if n is not None], "NamedArray(axis_names=...)")
-        shape = getattr(self.data_array, "shape", None)
-        if shape is not None and len(names) > len(shape):
-            raise ValueError(
-                f"NamedArray: axis_names {names} has {len(names)} entries but"
-                f" data_array has only {len(shape)} dimensions (shape {tuple(shape)})."
-            )
-        object.__setattr__(self, "axis_names", _strip_leading_none(names))
+    # Sizes of the trailing dims that `axis_names` cover, kept only when the
+    # data cannot confirm them: it has no shape (e.g. a tree of shardings), or
+    # it no longer matches them (then `axis_names` is withheld, see
+    # __getattr__).
+    _axis_sizes: ClassVar[tuple[int, ...] | None] = None
+
+    def __init__(
+        self,
+        data_array: Any = _UNSET,
+        axis_names: Sequence[AxisName | None] = (),
+        *,
+        named_axes: Mapping[AxisName, int] | None = None,
+        data_shape: Sequence[int] | None = None,
+        data_axis_for_logical_axis: Sequence[int] | None = None,
+        data_axis_for_name: Mapping[AxisName, int] | None = None,
+    ) -> None:
+        if isinstance(data_array, Mapping) and named_axes is None:
+            # penzai's positional order: NamedArray(named_axes, data_array).
+            data_array, named_axes = axis_names, data_array
+            axis_names = ()
+        if data_array is _UNSET:
+            raise TypeError("NamedArray() needs a data_array.")
+        view = (data_shape, data_axis_for_logical_axis, data_axis_for_name)
+        d = self.__dict__
+        if named_axes is not None:
+            if axis_names or any(v is not None for v in view):
+                raise TypeError(
+                    "NamedArray: pass either axis_names, named_axes (penzai's"
+                    " NamedArray) or data_shape/data_axis_for_logical_axis/"
+                    "data_axis_for_name (penzai's NamedArrayView), not several."
+                )
+            data_array, names, sizes = _from_named_axes(data_array, named_axes)
+        elif any(v is not None for v in view):
+            if axis_names:
+                raise TypeError(
+                    "NamedArray: pass either axis_names or penzai's NamedArrayView"
+                    " fields (data_shape, data_axis_for_logical_axis, data_axis_for_name),"
+                    " not both."
+                )
+            data_array, names, sizes = _from_view_fields(data_array, *view)
+        else:
+            names = tuple(axis_names)
+            _check_names([n for n in names if n is not None], "NamedArray(axis_names=...)")
+            shape = getattr(data_array, "shape", None)
+            if shape is not None and len(names) > len(shape):
+                raise ValueError(
+                    f"NamedArray: axis_names {names} has {len(names)} entries but"
+                    f" data_array has only {len(shape)} dimensions (shape {tuple(shape)})."
+                )
+            sizes = None
+        names = _strip_leading_none(names)
+        if sizes is not None:
+            d["_axis_sizes"] = sizes[len(sizes) - len(names) :]
+        d["data_array"] = data_array
+        d["axis_names"] = names
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes missing from the instance. A NamedArray
+        # rebuilt by `tree_unflatten` gets its `axis_names` here, on first
+        # use, once its data has been checked against the sizes the names
+        # were flattened with; a mismatch withholds the names for good, so
+        # that every operation (they all read them) raises instead of
+        # relabelling the data.
+        if name == "axis_names":
+            d = self.__dict__
+            if "_mislabeled_names" not in d:
+                aux = d.get("_aux")
+                if aux is None:
+                    raise AttributeError("NamedArray has no axis_names (it was never set)")
+                static = aux.static_fields
+                names, sizes = static[0][1], static[1][1]
+                if sizes is not None:
+                    shape = getattr(d["data_array"], "shape", None)
+                    if shape is None:
+                        d["_axis_sizes"] = sizes  # e.g. a sharding standing in for data
+                    elif len(shape) >= len(sizes) and _trailing(shape, len(sizes)) != sizes:
+                        # (Too few dims is reported by every use as a rank error.)
+                        d["_axis_sizes"] = sizes
+                        d["_mislabeled_names"] = names
+                if "_mislabeled_names" not in d:
+                    d["axis_names"] = names
+                    return names
+            raise _mislabeled_error(d["_mislabeled_names"], d["_axis_sizes"], d["data_array"].shape)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _is_mislabeled(self) -> bool:
+        """Whether the data no longer matches the names (checks them if needed)."""
+        try:
+            self.axis_names  # noqa: B018
+        except MislabeledNamedArrayError:
+            return True
+        return False
+
+    def _layout_aux(self) -> _LayoutAux:
+        d = self.__dict__
+        aux = d.get("_aux")
+        if aux is not None:
+            return aux
+        names = d["axis_names"]
+        sizes = d.get("_axis_sizes")
+        if sizes is None:
+            shape = getattr(d["data_array"], "shape", None)
+            if shape is not None:
+                sizes = _trailing(shape, len(names))
+        aux = d["_aux"] = _aux_for(names, sizes)
+        return aux
 
     # Flattening is on the hot path of every jitted call that takes a
     # NamedArray, so it is written out here rather than inherited.
     def tree_flatten(self) -> tuple[tuple[Any, ...], StructStaticMetadata]:
         """Pytree protocol: the data array is the only child."""
-        return (self.data_array,), _aux_for(self.axis_names)
+        return (self.data_array,), self._layout_aux()
 
     def tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], StructStaticMetadata]:
         """Pytree protocol: the data array, keyed `.data_array`."""
-        return [(_DATA_KEY, self.data_array)], _aux_for(self.axis_names)
+        return [(_DATA_KEY, self.data_array)], self._layout_aux()
 
     @classmethod
     def tree_unflatten(cls, aux: StructStaticMetadata, children: Any) -> NamedArray:
-        """Pytree protocol: rebuilds without validating (leaves may be anything)."""
+        """Pytree protocol: rebuilds without validating (leaves may be anything).
+
+        The names are checked against the data on first use: if the data's
+        shape contradicts the sizes the names were flattened with, using the
+        array raises `MislabeledNamedArrayError`.
+        """
         obj = _object_new(cls)
         d = obj.__dict__
         d["data_array"] = children[0]
-        d["axis_names"] = aux.static_fields[0][1]
+        d["_aux"] = aux
         return obj
+
+    # ------------------------------------------------ penzai's field names
+    #
+    # penzai stores a NamedArray as `named_axes` (an ordered name -> size
+    # mapping for a named suffix of the data) and a NamedArrayView as
+    # `data_shape`, `data_axis_for_logical_axis` and `data_axis_for_name`.
+    # saikei's single representation answers all of them.
+
+    @property
+    def named_axes(self) -> collections.OrderedDict[AxisName, int]:
+        """penzai's field: the named axes and their sizes, in data order.
+
+        Example:
+          >>> from saikei import sk
+          >>> list(sk.nx.zeros({"a": 2, "b": 3}).named_axes.items())
+          [('a', 2), ('b', 3)]
+        """
+        return collections.OrderedDict(self.named_shape)
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """penzai's NamedArrayView field: the shape of `data_array`.
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.nx.zeros({"a": 2, "b": 3}).untag("b").data_shape
+          (2, 3)
+        """
+        self.axis_names  # noqa: B018  (raises for a mislabeled array)
+        return tuple(self.data_array.shape)
+
+    @property
+    def data_axis_for_logical_axis(self) -> tuple[int, ...]:
+        """penzai's NamedArrayView field: the data dimension of each positional axis.
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.nx.zeros({"a": 2, "b": 3}).untag("b").data_axis_for_logical_axis
+          (1,)
+        """
+        return tuple(d for d, n in enumerate(self._full_names()) if n is None)
+
+    @property
+    def data_axis_for_name(self) -> dict[AxisName, int]:
+        """penzai's NamedArrayView field: the data dimension of each named axis.
+
+        Example:
+          >>> from saikei import sk
+          >>> sk.nx.zeros({"a": 2, "b": 3}).untag("b").data_axis_for_name
+          {'a': 0}
+        """
+        return {n: d for d, n in enumerate(self._full_names()) if n is not None}
 
     @staticmethod
     def wrap(array: Any, *names: AxisName) -> NamedArray:
@@ -220,7 +523,11 @@ class NamedArray(ArrayMethods, Struct):
         names = self.axis_names
         if not names:
             return {}
-        shape = self.data_array.shape
+        shape = getattr(self.data_array, "shape", None)
+        if shape is None and self._axis_sizes is not None:
+            shape = self._axis_sizes  # data without a shape, e.g. a sharding
+        elif shape is None:
+            raise _no_shape_error(self.data_array)
         if len(names) > len(shape):
             raise _rank_error(names, shape)
         shape = shape[-len(names) :]
@@ -646,19 +953,14 @@ class NamedArray(ArrayMethods, Struct):
 
     # ------------------------------------------------------------------ repr
 
-    # The two treescope hooks import their implementation lazily: core never
-    # imports saikei.viz at module level (the layering goes core -> viz).
+    # saikei.viz registers both treescope implementations (core never imports viz).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a summary with dtype, shapes and statistics, foldable into fields."""
-        from saikei.viz._named_array_handlers import render_named_array
-
-        return render_named_array(self, path, subtree_renderer)
+        return _viz_hooks.render("named_array", self, path, subtree_renderer)
 
     def __treescope_ndarray_adapter__(self) -> Any:
         """Treescope hook: the adapter that lets `render_array` address axes by name."""
-        from saikei.viz._array_adapter import NamedArrayAdapter
-
-        return NamedArrayAdapter()
+        return _viz_hooks.require("named_array_adapter", "Rendering a NamedArray as an array")()
 
     def _summary(self) -> str:
         full = self._full_names()
@@ -672,6 +974,12 @@ class NamedArray(ArrayMethods, Struct):
 
     def __repr__(self) -> str:
         data = self.data_array
+        if self._is_mislabeled():
+            return (
+                f"NamedArray(<mislabeled: names {self.__dict__['_mislabeled_names']} were"
+                " given to sizes"
+                f" {self._axis_sizes}, data shape is now {tuple(data.shape)}>)"
+            )
         if not (hasattr(data, "shape") and hasattr(data, "dtype")):
             return f"NamedArray(data_array={data!r}, axis_names={self.axis_names!r})"
         try:
