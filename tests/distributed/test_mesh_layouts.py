@@ -64,7 +64,8 @@ def _llama_gguf(path: Path) -> None:
     }
     for name, shape in shapes.items():
         value = rng.normal(size=shape).astype(np.float32) * 0.3
-        if name in ("blk.0.attn_q.weight", "blk.0.ffn_up.weight", "output.weight"):
+        # Q8_0 blocks: ffn_down is split by columns (whole blocks), the others by rows.
+        if name in ("blk.0.attn_q.weight", "blk.0.ffn_down.weight", "output.weight"):
             writer.add_tensor(name, gguf.quants.quantize(value, Q.Q8_0), raw_dtype=Q.Q8_0)
         else:
             writer.add_tensor(name, value)

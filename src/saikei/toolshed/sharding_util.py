@@ -209,7 +209,7 @@ def _flat_with(array: NamedArray, new_data: Any) -> tuple[Any, tuple[Any]]:
 
 def _put(value: Any, sharding: NamedSharding) -> jax.Array:
     """Places one array with `sharding`; in several processes every one passes the same value."""
-    if isinstance(value, jax.Array) and value.sharding == sharding:
+    if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim):
         return value
     return jax.device_put(value, sharding)
 

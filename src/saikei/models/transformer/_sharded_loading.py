@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import mmap
+import re
 import struct
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
@@ -141,6 +142,12 @@ class _GGUFSlices:
             return int(self.config["num_key_value_heads"])
         return None
 
+    def column_unit(self, key: str) -> tuple[int, int]:
+        """`(elements, bytes)` of one quantization block along a row of `key`."""
+        gguf = _gguf._import_gguf()
+        qtype = gguf.GGMLQuantizationType(self.file.tensors[self.names[key]].ggml_type)
+        return gguf.constants.GGML_QUANT_SIZES[qtype]
+
     def read(self, key: str, index: Index) -> np.ndarray:
         gguf = _gguf._import_gguf()
         name = self.names[key]
@@ -156,16 +163,24 @@ class _GGUFSlices:
             rows = math.prod(shape[:-1])
             raw = np.frombuffer(self.file._mm, np.uint8, info.nbytes, info.offset)
             raw = raw.reshape(rows, -1)[r0 * per_row : r1 * per_row]
+            stride = raw.shape[1]
+            c0, c1 = 0, shape[-1]
+            if len(shape) == 2 and len(index) > 1:
+                # A split of the columns falls on quantization blocks (`column_unit`).
+                c0, c1, _ = index[1].indices(shape[1])
+                block, block_bytes = self.column_unit(key)
+                raw = raw[:, c0 // block * block_bytes : c1 // block * block_bytes]
+                index = (index[0], slice(None))
             _count(raw.size)
             try:
-                flat = gguf.quants.dequantize(raw, qtype)
+                flat = gguf.quants.dequantize(np.ascontiguousarray(raw), qtype)
             except NotImplementedError as err:
                 raise ValueError(
                     f"{self.file.path}: tensor {name!r} is stored as {qtype.name}, which the"
                     f" installed `gguf` package cannot dequantize ({err})."
                 ) from None
-            self.file._release(info.offset + r0 * per_row * raw.shape[1], raw.size)
-            value = np.ascontiguousarray(flat.reshape(r1 - r0, *shape[1:]), dtype=np.float32)
+            self.file._release(info.offset + r0 * per_row * stride, (r1 - r0) * per_row * stride)
+            value = flat.reshape(r1 - r0, *shape[1:-1], c1 - c0).astype(np.float32, copy=False)
             heads = self.heads(key)
             if heads is not None:
                 value = _gguf._unpermute_rows(value, (r1 - r0) * heads // shape[0])
@@ -175,6 +190,24 @@ class _GGUFSlices:
         # A copy: unquantized rows may still be views of the file's memory map,
         # which JAX would otherwise adopt without copying.
         return np.array(value, order="C", copy=True)
+
+
+# Output projections: their second dimension (heads or MLP units) is the one a
+# tensor-parallel table splits, even when both dimensions have the hidden size.
+_SPLIT_INPUT_SIDE = re.compile(r"(o_proj|down_proj|dense_4h_to_h|attention\.dense)\.weight$")
+
+
+def _split_order(key: str, shape: tuple[int, ...], hidden: int | None) -> tuple[int, ...]:
+    """Dimensions to try splitting, best first.
+
+    Any dimension gives a correct load; choosing the one that the rule table
+    will split anyway (heads, MLP units, vocabulary, rather than the hidden
+    size) spares a reshuffle between devices after reading.
+    """
+    dims = tuple(range(min(len(shape), 2)))
+    if len(dims) == 2 and _SPLIT_INPUT_SIDE.search(key):
+        return (1, 0)
+    return tuple(sorted(dims, key=lambda d: shape[d] == hidden))
 
 
 def _read_spec(
@@ -221,18 +254,21 @@ def sharded_tensor_getter(
         )
     if isinstance(source, _gguf.GGUFFile):
         reader: Any = _GGUFSlices(source, hf_config)
-        dims: tuple[int, ...] = (0,)
     else:
         reader = _SafetensorsSlices(source, stack)
-        dims = (0, 1)
+    hidden = hf_config.get("hidden_size") or hf_config.get("n_embd")
 
     def get(key: str) -> jax.Array:
         shape = tuple(shapes[key])
+        dims = _split_order(key, shape, hidden)
         if isinstance(reader, _GGUFSlices):
+            if len(shape) != 2:
+                dims = (0,) if len(shape) > 2 else ()
             heads = reader.heads(key)
-            # Splits must fall on head boundaries to undo the row interleave per head.
-            row_unit = shape[0] // heads if heads else 1
-            spec = _read_spec(shape, mesh, dims if len(shape) > 1 else (), lambda d: row_unit)
+            # Row splits fall on head boundaries (to undo the per-head row interleave),
+            # column splits on quantization blocks.
+            units = (shape[0] // heads if heads else 1, reader.column_unit(key)[0])
+            spec = _read_spec(shape, mesh, dims, lambda d: units[d])
         else:
             spec = _read_spec(shape, mesh, dims, lambda d: 1)
         sharding = NamedSharding(mesh, spec)
@@ -291,7 +327,9 @@ def place(model: Any, mesh: Mesh, rules: Mapping[Hashable, Any] | None) -> Any:
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def put(x: jax.Array, sharding: NamedSharding) -> jax.Array:
-        return x if x.sharding == sharding else jax.device_put(x, sharding)
+        if x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x
+        return jax.device_put(x, sharding)
 
     def lay_out(subtree: Any, where: str) -> Any:
         def go(leaf: Any) -> Any:
