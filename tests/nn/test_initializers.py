@@ -176,3 +176,55 @@ def test_uniform_values_lie_within_the_fan_bound(inputs, outputs, parallel):
     fan_in = math.prod(inputs.values())
     assert dict(w.named_shape) == {**inputs, **outputs, **parallel}
     assert np.abs(_values(w)).max() <= math.sqrt(3 * 3.0 / fan_in) + 1e-6
+
+
+# Parameter keys: penzai's name hash, so `from_config` models start from penzai's weights.
+
+
+def _key_data(key):
+    return np.asarray(jax.random.key_data(key))
+
+
+def test_derive_param_key_folds_in_big_endian_sha1_prefix():
+    import hashlib
+
+    name = "mlp/Affine_0/Linear.weights"
+    offset = int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "big")
+    np.testing.assert_array_equal(
+        _key_data(sk.nn.derive_param_key(KEY, name)), _key_data(jax.random.fold_in(KEY, offset))
+    )
+
+
+@pytest.mark.parametrize("name", ["w", "transformer/block_0/attention/query.weights", "ü/名前"])
+def test_derive_param_key_equals_penzai(name):
+    penzai_nn = pytest.importorskip("penzai.pz").nn
+    base = jax.random.key(42)
+    np.testing.assert_array_equal(
+        _key_data(sk.nn.derive_param_key(base, name)),
+        _key_data(penzai_nn.derive_param_key(base, name)),
+    )
+
+
+def _param_arrays(params):
+    return {p.label: np.asarray(p.value.unwrap(*sorted(p.value.named_shape))) for p in params}
+
+
+def test_linear_and_mlp_start_from_penzai_weights():
+    pz = pytest.importorskip("penzai.pz")
+    penzai_mlp = pytest.importorskip("penzai.models.simple_mlp")
+    from saikei.models import simple_mlp
+
+    key = jax.random.key(7)
+    ours = sk.nn.Linear.from_config("lin", key, {"a": 3, "b": 2}, {"c": 5})
+    theirs = pz.nn.Linear.from_config("lin", key, {"a": 3, "b": 2}, {"c": 5})
+    np.testing.assert_array_equal(
+        _param_arrays(sk.unbind_params(ours)[1])["lin.weights"],
+        _param_arrays(pz.unbind_params(theirs)[1])["lin.weights"],
+    )
+    sizes = [4, 16, 16, 3]
+    kwargs = dict(name="mlp", init_base_rng=key, feature_sizes=sizes)
+    ours = _param_arrays(sk.unbind_params(simple_mlp.MLP.from_config(**kwargs))[1])
+    theirs = _param_arrays(pz.unbind_params(penzai_mlp.MLP.from_config(**kwargs))[1])
+    assert sorted(ours) == sorted(theirs)
+    for label, value in theirs.items():
+        np.testing.assert_array_equal(ours[label], value, err_msg=label)

@@ -138,3 +138,22 @@ def test_layer_under_jit_is_an_error():
     sel = sk.select(model).at_instances_of(sk.nn.Elementwise)
     with pytest.raises(ValueError, match="traced"):
         call_and_extract_submodel(sel, jnp.ones(2))
+
+
+def test_a_single_call_returns_the_record_itself():
+    model = sk.nn.Sequential([sk.nn.Elementwise(jnp.exp), sk.nn.Elementwise(jnp.sin)])
+    iso = call_and_extract_submodel(sk.select(model).at(lambda m: m.sublayers[1]), jnp.zeros(2))
+    assert isinstance(iso, IsolatedSubmodel)
+    np.testing.assert_allclose(np.asarray(iso.saved_output), np.sin(np.ones(2)), rtol=1e-6)
+
+
+def test_a_layer_never_called_gives_an_empty_list():
+    @sk.pytree_dataclass
+    class Skip(sk.nn.Layer):
+        unused: sk.nn.Layer
+
+        def __call__(self, x, /, **side_inputs):
+            return x
+
+    model = Skip(sk.nn.Elementwise(jnp.exp))
+    assert call_and_extract_submodel(sk.select(model).at(lambda m: m.unused), jnp.zeros(2)) == []

@@ -61,10 +61,11 @@ def test_variable_kinds_follow_collections():
     _, states = sk.unbind_state_vars(layer)
     assert len(params) == 6  # two Dense (kernel, bias) + BatchNorm (scale, bias)
     assert {s.label for s in states} == {
-        "batch_stats/_Block_0/BatchNorm_0/mean",
-        "batch_stats/_Block_0/BatchNorm_0/var",
+        unflaxify.FlaxVarLabel("batch_stats", "_Block_0.BatchNorm_0.mean"),
+        unflaxify.FlaxVarLabel("batch_stats", "_Block_0.BatchNorm_0.var"),
     }
     assert all(isinstance(p, sk.Parameter) for p in params)
+    assert "_Block_0.Dense_0.kernel" in {p.label for p in params}
 
 
 def test_eval_mode_matches_flax_under_variable_jit():
@@ -219,3 +220,106 @@ def test_another_unflaxified_root_can_run_inside_a_patch():
     h = inner_module.apply(inner_vars, x)
     expected = fnn.Dense(2).apply({"params": variables["params"]["Dense_0"]}, h)
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6)
+
+
+def _dense_layer():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4)), jnp.float32)
+    module = fnn.Dense(3)
+    variables = module.init(jax.random.key(0), x)
+    return module, variables, x, unflaxify.unflaxify_apply(module, variables, x)
+
+
+def test_frozen_params_still_reach_flax():
+    module, variables, x, layer = _dense_layer()
+    got = sk.freeze_params(layer)(AK.capture(x))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(module.apply(variables, x)), rtol=1e-6)
+
+
+def test_stateless_call_runs_flax_with_the_given_values():
+    x, variables = _setup()
+    rngs = {"dropout": jax.random.key(2)}
+    layer = unflaxify.unflaxify_apply(
+        _Net(), variables, x, train=True, rngs=rngs, mutable=["batch_stats"]
+    )
+    unbound, state = sk.unbind_state_vars(sk.freeze_params(layer), freeze=True)
+    out, new_state = unbound.stateless_call(state, AK.capture(x, train=True), rngs=rngs)
+    expected, upd = _Net().apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+    by_label = {v.label.name: v.value for v in new_state}
+    np.testing.assert_array_equal(
+        np.asarray(by_label["_Block_0.BatchNorm_0.mean"]),
+        np.asarray(upd["batch_stats"]["_Block_0"]["BatchNorm_0"]["mean"]),
+    )
+
+
+def test_unbound_parameter_slot_is_a_clear_error():
+    _, _, x, layer = _dense_layer()
+    unbound, _ = sk.unbind_params(layer)
+    with pytest.raises(sk.UnboundVariableError, match=r"params/(kernel|bias).*unbound slot"):
+        unbound(AK.capture(x))
+
+
+def test_immutable_collections_stay_plain_arrays():
+    x, variables = _setup()
+    layer = unflaxify.unflaxify_apply(_Net(), variables, x, train=False)
+    stats = layer.submodule_calls["_Block_0"].submodule_calls["BatchNorm_0"].variables
+    assert isinstance(stats["batch_stats"]["mean"], jax.Array)
+    assert sk.unbind_state_vars(layer)[1] == ()
+    assert len(sk.unbind_params(layer)[1]) == 6
+
+
+def test_random_streams_side_input_feeds_dropout():
+    x, variables = _setup()
+    layer = unflaxify.unflaxify_apply(
+        _Net(), variables, x, train=True, rngs={"dropout": jax.random.key(0)}, mutable=True
+    )
+    base = jax.random.key(11)
+    stream = sk.RandomStream.from_base_key(base)
+    got = [layer(AK.capture(x, train=True), random_streams={"dropout": stream}) for _ in range(2)]
+    # Each call draws the stream's next key: fold_in(base, 0), then fold_in(base, 1).
+    flax_vars = variables
+    for i in range(2):
+        expected, upd = _Net().apply(
+            flax_vars,
+            x,
+            train=True,
+            rngs={"dropout": jax.random.fold_in(base, i)},
+            mutable=["batch_stats"],
+        )
+        flax_vars = {"params": variables["params"], **upd}
+        np.testing.assert_array_equal(np.asarray(got[i]), np.asarray(expected))
+    assert not np.array_equal(np.asarray(got[0]), np.asarray(got[1]))
+
+
+def test_missing_random_stream_is_a_clear_error():
+    x, variables = _setup()
+    layer = unflaxify.unflaxify_apply(
+        _Net(), variables, x, train=True, rngs={"dropout": jax.random.key(0)}, mutable=True
+    )
+    with pytest.raises(ValueError, match="random_streams"):
+        layer(AK.capture(x, train=True))
+
+
+def test_flax_var_labels_order_after_strings():
+    labels = [unflaxify.FlaxVarLabel("b", "y"), "z", unflaxify.FlaxVarLabel("a", "x")]
+    assert sorted(labels) == [
+        "z",
+        unflaxify.FlaxVarLabel("a", "x"),
+        unflaxify.FlaxVarLabel("b", "y"),
+    ]
+
+
+def test_labels_match_penzai():
+    penzai_unflaxify = pytest.importorskip("penzai.toolshed.unflaxify")
+    pz = pytest.importorskip("penzai.pz")
+    x, variables = _setup()
+    kwargs = dict(train=True, rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"])
+    ours = unflaxify.unflaxify_apply(_Net(), variables, x, **kwargs)
+    theirs = penzai_unflaxify.unflaxify_apply(_Net(), variables, x, **kwargs)
+    our_labels = {v.label for v in sk.unbind_variables(ours)[1]}
+    their_labels = {
+        v.label if isinstance(v.label, str) else (v.label.collection, v.label.name)
+        for v in pz.unbind_variables(theirs)[1]
+    }
+    our_labels = {lbl if isinstance(lbl, str) else (lbl.collection, lbl.name) for lbl in our_labels}
+    assert our_labels == their_labels

@@ -31,15 +31,18 @@ class ParameterLike(Protocol[T]):
     def value(self) -> T: ...
 
 
-def derive_param_key(init_base_rng: jax.Array, name: str) -> jax.Array:
+def derive_param_key(base_rng: jax.Array, name: str) -> jax.Array:
     """Derives a parameter's PRNG key from a base key and the parameter's name.
 
     The key depends only on the name (through a stable hash), so initializing
     a model is reproducible and does not depend on the order in which layers
-    are built.
+    are built. The hash is penzai's: the first four bytes of the SHA-1 digest
+    of the UTF-8 name, read big-endian, folded into the base key. So a model
+    built with `from_config` from the same key starts from the same weights as
+    penzai's.
 
     Args:
-      init_base_rng: The model's base key (`jax.random.key(seed)`).
+      base_rng: The model's base key (`jax.random.key(seed)`).
       name: The parameter's full name, e.g. `"mlp/Affine_0/Linear.weights"`.
 
     Returns:
@@ -53,8 +56,8 @@ def derive_param_key(init_base_rng: jax.Array, name: str) -> jax.Array:
       >>> bool((jax.random.key_data(a) == jax.random.key_data(sk.nn.derive_param_key(base, "w"))).all())
       True
     """
-    digest = hashlib.sha256(name.encode("utf-8")).digest()
-    return jax.random.fold_in(init_base_rng, int.from_bytes(digest[:4], "little"))
+    digest = hashlib.sha1(name.encode("utf-8")).digest()
+    return jax.random.fold_in(base_rng, int.from_bytes(digest[:4], "big"))
 
 
 def make_parameter(

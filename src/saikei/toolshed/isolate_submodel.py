@@ -59,7 +59,7 @@ class IsolatedSubmodel(Struct):
       >>> from saikei import sk
       >>> from saikei.toolshed.isolate_submodel import call_and_extract_submodel
       >>> model = sk.nn.Sequential([sk.nn.Elementwise(jnp.exp), sk.nn.Elementwise(jnp.sin)])
-      >>> [iso] = call_and_extract_submodel(
+      >>> iso = call_and_extract_submodel(
       ...     sk.select(model).at_instances_of(sk.nn.Elementwise).pick_nth_selected(1), jnp.zeros(2))
       >>> iso.saved_arg
       Array([1., 1.], dtype=float32)
@@ -126,7 +126,7 @@ class _Recorder(Layer):
 
 def call_and_extract_submodel(
     submodel_selection: Selection, argument: Any, /, **side_inputs: Any
-) -> list[IsolatedSubmodel]:
+) -> IsolatedSubmodel | list[IsolatedSubmodel]:
     """Calls a model and records every call of one selected layer inside it.
 
     The model is `submodel_selection.deselect()`; it runs for real (its
@@ -139,8 +139,10 @@ def call_and_extract_submodel(
       **side_inputs: The model's side inputs.
 
     Returns:
-      One `IsolatedSubmodel` per call of the selected layer, in call order
-      (empty if the model never called it).
+      The `IsolatedSubmodel` of the call when the model called the selected
+      layer once (the usual case); a list of them, in call order, when it
+      called it several times; an empty list when it never called it (as
+      penzai does).
 
     Raises:
       ValueError: If the selection does not hold exactly one Layer, or the
@@ -150,10 +152,10 @@ def call_and_extract_submodel(
       >>> import jax.numpy as jnp
       >>> from saikei import sk
       >>> from saikei.toolshed.isolate_submodel import call_and_extract_submodel
-      >>> model = sk.nn.Sequential([sk.nn.Elementwise(jnp.exp)])
-      >>> records = call_and_extract_submodel(
-      ...     sk.select(model).at_instances_of(sk.nn.Elementwise), jnp.zeros(1))
-      >>> records[0].saved_output
+      >>> exp = sk.nn.Elementwise(jnp.exp)
+      >>> call_and_extract_submodel(
+      ...     sk.select(sk.nn.Sequential([exp])).at_instances_of(sk.nn.Elementwise), jnp.zeros(1)
+      ... ).saved_output
       Array([1.], dtype=float32)
     """
     model = submodel_selection.deselect()
@@ -175,4 +177,6 @@ def call_and_extract_submodel(
     log = _Log()
     recording = submodel_selection.apply(lambda layer: _Recorder(body=layer, log=log))
     recording(argument, **side_inputs)
+    if len(log.records) == 1:
+        return log.records[0]
     return list(log.records)

@@ -3,11 +3,14 @@
 `unflaxify_apply` runs a Flax module once, recording every submodule method
 call, and returns an `InterceptedFlaxModuleMethod`: a saikei layer holding one
 child layer per recorded submodule call (in call order) and the Flax variables
-as saikei variables (the "params" collection and other immutable collections
-as `Parameter`s, mutable collections such as "batch_stats" as
-`StateVariable`s). Calling it runs the Flax code again, but each submodule call
-is dispatched to the corresponding child layer, so children can be replaced or
-wrapped with saikei selectors (e.g. to save or patch intermediate values).
+as saikei variables: the "params" collection as `Parameter`s labelled by the
+Flax path (`"Dense_0.kernel"`), mutable collections such as "batch_stats" as
+`StateVariable`s labelled `FlaxVarLabel(collection, name)`, and other
+collections as plain arrays. Calling it runs the Flax code again, but each
+submodule call is dispatched to the corresponding child layer, so children can
+be replaced or wrapped with saikei selectors (e.g. to save or patch
+intermediate values). Randomness (e.g. dropout) comes from a `random_streams`
+side input, `{rng_name: sk.RandomStream}`, as in penzai.
 
 Limitations: only the root layer can be called on its own (children run inside
 their parent's Flax call); Flax transforms (`nn.scan`, `nn.vmap`, ...) are not
@@ -34,17 +37,45 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as fnn
+import jax
 from flax.core.scope import in_filter
+from flax.errors import InvalidRngError
 
+from saikei.core._auto_order import AutoOrderedAcrossTypes
 from saikei.core._struct import Struct, pytree_dataclass
-from saikei.core._variables_binding import unbind_variables
-from saikei.core._variables_types import LabeledVariable, Parameter, StateVariable
+from saikei.core._variables_types import (
+    AbstractVariableSlot,
+    AbstractVariableValue,
+    LabeledVariable,
+    Parameter,
+    StateVariable,
+    StateVariableValue,
+    UnboundVariableError,
+)
 from saikei.nn._layer import Layer
 
-__all__ = ["ArgsAndKwargs", "InterceptedFlaxModuleMethod", "unflaxify_apply"]
+__all__ = ["ArgsAndKwargs", "FlaxVarLabel", "InterceptedFlaxModuleMethod", "unflaxify_apply"]
 
-_FLAX_COLLECTION = "flax_collection"
-_FLAX_PATH = "flax_path"
+
+@dataclasses.dataclass(frozen=True)
+class FlaxVarLabel(AutoOrderedAcrossTypes):
+    """The label of a `StateVariable` made from a mutable Flax collection.
+
+    Attributes:
+      collection: The Flax collection, e.g. "batch_stats".
+      name: The variable's Flax path joined with dots, e.g. "BatchNorm_0.mean".
+
+    Example:
+      >>> from saikei.toolshed import unflaxify
+      >>> unflaxify.FlaxVarLabel("batch_stats", "BatchNorm_0.mean")
+      FlaxVarLabel(collection='batch_stats', name='BatchNorm_0.mean')
+    """
+
+    collection: Any
+    name: str
+
+    def _order_fields(self) -> tuple[Any, ...]:
+        return (str(self.collection), self.name)
 
 
 def _static(**kwargs: Any) -> Any:
@@ -122,6 +153,53 @@ def _call_key(rel: tuple[str, ...], method: str, counts: dict[str, int]) -> str:
     return base if n == 1 else f"{base}#{n}"
 
 
+def _collect_flax_variables(
+    root: InterceptedFlaxModuleMethod,
+) -> tuple[dict[str, Any], list[str], list[tuple[str, tuple[str, ...], Any]]]:
+    """The Flax variables a root call runs with, whatever state the saikei values are in.
+
+    Walks the root and the child layers it dispatches to (not other roots
+    nested in patches), and reads each value from a live variable, a frozen
+    value (after `sk.freeze_params` or inside `stateless_call`) or a plain
+    array. Returns `(flax_variables, mutable_collections, live_state)` where
+    `live_state` lists the StateVariables to write Flax's updates back into.
+    """
+    flax_vars: dict[str, Any] = {}
+    mutable: list[str] = []
+    live_state: list[tuple[str, tuple[str, ...], Any]] = []
+
+    def visit(node: InterceptedFlaxModuleMethod) -> None:
+        for col, entries in node.variables.items():
+            for rel_name, entry in entries.items():
+                path = (*node.scope_path, *rel_name.split("/"))
+                if isinstance(entry, AbstractVariableSlot):
+                    raise UnboundVariableError(
+                        f"unflaxify: the Flax variable {col}/{'/'.join(path)} is the unbound slot"
+                        f" {entry!r}; bind a value with `sk.bind_variables` (or call"
+                        " `stateless_call` with its value) before running the layer."
+                    )
+                if isinstance(entry, LabeledVariable | AbstractVariableValue):
+                    value = entry.value
+                else:
+                    value = entry
+                if isinstance(entry, StateVariable | StateVariableValue) and col not in mutable:
+                    mutable.append(col)
+                if isinstance(entry, StateVariable):
+                    live_state.append((col, path, entry))
+                node_dict = flax_vars.setdefault(col, {})
+                for p in path[:-1]:
+                    node_dict = node_dict.setdefault(p, {})
+                node_dict[path[-1]] = value
+        for child in jax.tree_util.tree_leaves(
+            node.submodule_calls, is_leaf=lambda n: isinstance(n, InterceptedFlaxModuleMethod)
+        ):
+            if isinstance(child, InterceptedFlaxModuleMethod) and child.module is None:
+                visit(child)
+
+    visit(root)
+    return flax_vars, mutable, live_state
+
+
 @pytree_dataclass
 class InterceptedFlaxModuleMethod(Layer):
     """One Flax module method call, with its submodule calls as child layers.
@@ -130,9 +208,11 @@ class InterceptedFlaxModuleMethod(Layer):
       module: The unbound Flax module (set on the root layer only; None on children).
       method_name: The name of the method that was called.
       scope_path: The Flax scope path of the module (`()` for the root).
-      variables: This module's own Flax variables, as `{collection: {name: variable}}`
-        (saikei `Parameter`s or `StateVariable`s, shared with any other call of
-        the same module).
+      variables: This module's own Flax variables, as `{collection: {name:
+        value}}`: `Parameter`s for "params", `StateVariable`s for mutable
+        collections (shared with any other call of the same module), plain
+        arrays for other collections. Frozen values (`ParameterValue`,
+        `StateVariableValue`) run as well as live ones.
       submodule_calls: Child layers, one per submodule method call in call order,
         keyed by the submodule's path relative to this module (plus `.method` for
         methods other than `__call__`, and `#n` for repeated calls).
@@ -158,13 +238,23 @@ class InterceptedFlaxModuleMethod(Layer):
     variables: dict[str, dict[str, Any]]
     submodule_calls: dict[str, Any]
 
-    def __call__(self, argument: ArgsAndKwargs, /, rngs: Any = None, **side_inputs: Any) -> Any:
+    def __call__(
+        self,
+        argument: ArgsAndKwargs,
+        /,
+        random_streams: dict[str, Any] | None = None,
+        rngs: Any = None,
+        **side_inputs: Any,
+    ) -> Any:
         """Runs the Flax method, dispatching submodule calls to the child layers.
 
         Args:
           argument: The arguments of the Flax method.
-          rngs: Root layer only: PRNG keys for Flax (a key or a dict of keys by
-            RNG name, as for `flax.linen.Module.apply`), e.g. for dropout.
+          random_streams: Root layer only: `{rng_name: sk.RandomStream}`; each
+            call draws one key from every stream and hands them to Flax as
+            `rngs` (e.g. `{"dropout": sk.RandomStream.from_base_key(key)}`).
+          rngs: Root layer only, instead of `random_streams`: PRNG keys as for
+            `flax.linen.Module.apply` (a key or `{rng_name: key}`), used as given.
           **side_inputs: Forwarded to every child layer (for saikei layers
             inserted into the tree).
 
@@ -189,8 +279,12 @@ class InterceptedFlaxModuleMethod(Layer):
                     " called on its own or moved elsewhere in the tree)."
                 )
             # A root layer starts its own Flax call, even inside another one.
+            if random_streams is not None:
+                side_inputs["random_streams"] = random_streams
             return self._run_root(argument, rngs, side_inputs)
         run.pending = None
+        if random_streams is not None:
+            side_inputs["random_streams"] = random_streams
         run.frames.append(_Frame(self, self.scope_path, side_inputs))
         try:
             return pending[2](*argument.args, **argument.kwargs)
@@ -198,21 +292,15 @@ class InterceptedFlaxModuleMethod(Layer):
             run.frames.pop()
 
     def _run_root(self, argument: ArgsAndKwargs, rngs: Any, side_inputs: dict[str, Any]) -> Any:
-        _, found = unbind_variables(
-            self,
-            lambda v: isinstance(v, LabeledVariable) and _FLAX_COLLECTION in v.metadata,
-        )
-        flax_vars: dict[str, Any] = {}
-        mutable: list[str] = []
-        for var in found:
-            col = var.metadata[_FLAX_COLLECTION]
-            node = flax_vars.setdefault(col, {})
-            *parents, leaf = var.metadata[_FLAX_PATH]
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = var.value
-            if isinstance(var, StateVariable) and col not in mutable:
-                mutable.append(col)
+        flax_vars, mutable, live_state = _collect_flax_variables(self)
+        streams = side_inputs.get("random_streams")
+        if rngs is None and streams is not None:
+            if not isinstance(streams, dict):
+                raise TypeError(
+                    "unflaxify: the random_streams side input must be a dict"
+                    f" {{rng_name: sk.RandomStream}}, got {type(streams).__name__}."
+                )
+            rngs = {name: stream.next_key() for name, stream in streams.items()}
 
         run = _Run()
         frames = run.frames
@@ -258,20 +346,25 @@ class InterceptedFlaxModuleMethod(Layer):
                     mutable=mutable if mutable else False,
                     **argument.kwargs,
                 )
+        except InvalidRngError as e:
+            raise ValueError(
+                f"unflaxify: the Flax module needs a random key it was not given ({e}). Pass a"
+                " side input random_streams={name: sk.RandomStream.from_base_key(key)} with a"
+                " stream for each RNG name the module uses (e.g. 'dropout')."
+            ) from e
         finally:
             _CURRENT.run = outer
         if not mutable:
             return result
         out, updates = result
-        for var in found:
-            if isinstance(var, StateVariable):
-                node: Any = updates.get(var.metadata[_FLAX_COLLECTION], {})
-                for p in var.metadata[_FLAX_PATH]:
-                    if not hasattr(node, "get") or p not in node:
-                        break
-                    node = node[p]
-                else:
-                    var.value = node
+        for col, path, var in live_state:
+            node: Any = updates.get(col, {})
+            for p in path:
+                if not hasattr(node, "get") or p not in node:
+                    break
+                node = node[p]
+            else:
+                var.value = node
         return out
 
 
@@ -303,13 +396,15 @@ def unflaxify_apply(
       method: The method to call: a name, a function of the module class, or None
         for `__call__`.
       mutable: Which collections are mutable (as for `module.apply`); their
-        variables become `StateVariable`s. All others become `Parameter`s.
+        variables become `StateVariable`s labelled `FlaxVarLabel(collection,
+        dotted_path)`. "params" become `Parameter`s labelled by the dotted
+        Flax path (e.g. `"Dense_0.kernel"`); other collections stay arrays.
       **dummy_kwargs: Example keyword arguments.
 
     Returns:
       The root `InterceptedFlaxModuleMethod`; call it with
-      `ArgsAndKwargs.capture(*args, **kwargs)` (and `rngs=` if the module draws
-      random numbers).
+      `ArgsAndKwargs.capture(*args, **kwargs)` (and a `random_streams` side
+      input, `{rng_name: sk.RandomStream}`, if the module draws random numbers).
 
     Example:
       >>> import flax.linen as fnn
@@ -375,17 +470,18 @@ def unflaxify_apply(
     own: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
     paths = {tuple(r[0]) for r in records}
     for col, tree in dict(variables).items():
-        is_state = col != "params" and in_filter(mutable, col)
+        is_state = col != "params" and mutable is not False and in_filter(mutable, col)
         for full_path, value in _flatten_vars(tree):
             owner = full_path[:-1]
             while owner not in paths:
                 owner = owner[:-1]
-            label = f"{col}/{'/'.join(full_path)}"
-            metadata = {_FLAX_COLLECTION: col, _FLAX_PATH: full_path}
+            dotted = ".".join(full_path)
             if is_state:
-                var: Any = StateVariable(value, label=label, metadata=metadata)
+                var: Any = StateVariable(value, label=FlaxVarLabel(col, dotted))
+            elif col == "params":
+                var = Parameter(label=dotted, value=value)
             else:
-                var = Parameter(label=label, value=value, metadata=metadata)
+                var = value
             name = "/".join(full_path[len(owner) :])
             own.setdefault(owner, {}).setdefault(col, {})[name] = var
 

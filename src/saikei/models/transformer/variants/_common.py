@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from saikei import nn
 from saikei.models.transformer import model_parts
@@ -73,18 +74,19 @@ def query_scale(config: Any) -> float:
     return float(config.query_scaling_factor)
 
 
-def block_rng(init_base_rng: jax.Array | None, index: int) -> jax.Array | None:
-    """The base key of block `index` (None when building parameter slots).
+def scalar_in(value: float, dtype: Any) -> float:
+    """`value` rounded to `dtype`, as a Python float (so models hold no arrays but weights).
+
+    A Python float keeps a model's rendered source executable (treescope's
+    roundtrip mode) and multiplies an array of `dtype` exactly as the rounded
+    array scalar would.
 
     Example:
-      >>> import jax
       >>> from saikei.models.transformer.variants import _common
-      >>> _common.block_rng(None, 3) is None
-      True
-      >>> _common.block_rng(jax.random.key(0), 3) is not None
-      True
+      >>> _common.scalar_in(1 / 3, "bfloat16")
+      0.333984375
     """
-    return None if init_base_rng is None else jax.random.fold_in(init_base_rng, index)
+    return float(jnp.asarray(value, dtype))
 
 
 def token_embedder(

@@ -360,9 +360,9 @@ def _layer_tensors(
             _hf_tables.value(f"{prefix}.{hf}.weight", f"{label}/scale.weights", emb, offset)
         )
     for which, hf, out_axes, in_axes in (
-        ("gating", "gate_proj", neurons, emb),
-        ("value", "up_proj", neurons, emb),
-        ("out", "down_proj", emb, neurons),
+        ("gating_linear", "gate_proj", neurons, emb),
+        ("value_linear", "up_proj", neurons, emb),
+        ("out_linear", "down_proj", emb, neurons),
     ):
         tensors += _hf_tables.linear(
             f"mlp/{which}", f"{prefix}.mlp.{hf}", out_axes, in_axes, bias=config.mlp_bias

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from saikei import nn
 from saikei.models.transformer import model_parts
-from saikei.models.transformer.variants import _common
+from saikei.models.transformer.variants import _common, _penzai_hf
 
 
 # Module-level functions (not lambdas) so that equal configs build equal layers.
@@ -163,7 +163,9 @@ def _attention(name: str, rng: jax.Array | None, config: GPTNeoXTransformerConfi
 
     scale = _common.query_scale(config)
     rescale = (
-        [] if scale == 1.0 else [nn.ConstantRescale(jnp.asarray(scale, config.activation_dtype))]
+        []
+        if scale == 1.0
+        else [nn.ConstantRescale(_common.scalar_in(scale, config.activation_dtype))]
     )
     q_names = ("heads", "seq", "projection")
     k_names = ("heads", "kv_seq", "projection")
@@ -242,6 +244,96 @@ def _block(
     return model_parts.TransformerBlock([nn.Residual(attn), nn.Residual(ffw)])
 
 
+def build_gpt_neox_attention(
+    name: str, init_base_rng: jax.Array | None, config: GPTNeoXTransformerConfig
+) -> nn.Attention:
+    """Builds the attention layer of one GPT-NeoX block (biased, partial RoPE).
+
+    Example:
+      >>> import jax
+      >>> from saikei.models.transformer.variants import gpt_neox
+      >>> cfg = gpt_neox.GPTNeoXTransformerConfig(num_heads=2, embedding_dim=8,
+      ...     projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1, vocab_size=5,
+      ...     rotary_pct=0.5)
+      >>> attn = gpt_neox.build_gpt_neox_attention("attn", jax.random.key(0), cfg)
+      >>> type(attn.input_to_query.sublayers[1]).__name__
+      'ApplyRoPEToSubset'
+    """
+    _check_config(config, "build_gpt_neox_attention")
+    return _attention(name, init_base_rng, config)
+
+
+def build_gpt_neox_feedforward(
+    name: str, init_base_rng: jax.Array | None, config: GPTNeoXTransformerConfig
+) -> model_parts.TransformerFeedForward:
+    """Builds the feed-forward layer of one GPT-NeoX block (`{name}/in`, activation, `{name}/out`).
+
+    Example:
+      >>> import jax
+      >>> from saikei import sk
+      >>> from saikei.models.transformer.variants import gpt_neox
+      >>> cfg = gpt_neox.GPTNeoXTransformerConfig(num_heads=2, embedding_dim=8,
+      ...     projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1, vocab_size=5)
+      >>> ffw = gpt_neox.build_gpt_neox_feedforward("mlp", jax.random.key(0), cfg)
+      >>> [type(layer).__name__ for layer in ffw.sublayers]
+      ['Affine', 'Elementwise', 'Affine']
+    """
+    _check_config(config, "build_gpt_neox_feedforward")
+    return _feed_forward(name, init_base_rng, config)
+
+
+def build_gpt_neox_block(
+    name: str, init_base_rng: jax.Array | None, config: GPTNeoXTransformerConfig
+) -> model_parts.TransformerBlock:
+    """Builds one GPT-NeoX block: parallel (or sequential) residual attention and MLP.
+
+    Example:
+      >>> from saikei.models.transformer.variants import gpt_neox
+      >>> cfg = gpt_neox.GPTNeoXTransformerConfig(num_heads=2, embedding_dim=8,
+      ...     projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1, vocab_size=5)
+      >>> block = gpt_neox.build_gpt_neox_block("b", None, cfg)
+      >>> type(block.sublayers[0].delta).__name__
+      'BranchAndAddTogether'
+    """
+    _check_config(config, "build_gpt_neox_block")
+    return _block(name, init_base_rng, config)
+
+
+def gpt_neox_from_huggingface_model(
+    model: Any,
+    upcast_activations_to_float32: bool = False,
+    use_layer_stack: bool = False,
+) -> model_parts.TransformerLM:
+    """Converts a `transformers.GPTNeoXForCausalLM` (Pythia, GPT-NeoX) into a `TransformerLM`.
+
+    Args:
+      model: The live Hugging Face model (`model_type` "gpt_neox"), float32 or
+        bfloat16.
+      upcast_activations_to_float32: Keep the parameters in the model's dtype
+        but run the activations in float32.
+      use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
+
+    Raises:
+      ValueError: for another architecture, an unsupported dtype or config value.
+
+    Example:
+      >>> import transformers
+      >>> from saikei.models.transformer.variants import gpt_neox
+      >>> hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(vocab_size=16,
+      ...     hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+      ...     num_attention_heads=2))
+      >>> gpt_neox.gpt_neox_from_huggingface_model(hf).metadata.common_head_axes
+      {'heads': 2}
+    """
+    return _penzai_hf.convert(
+        model,
+        ("gpt_neox",),
+        "gpt_neox_from_huggingface_model",
+        upcast_activations_to_float32=upcast_activations_to_float32,
+        use_layer_stack=use_layer_stack,
+    )
+
+
 def _blocks(
     name: str, init_base_rng: jax.Array | None, config: GPTNeoXTransformerConfig
 ) -> list[Any]:
@@ -258,7 +350,7 @@ def _blocks(
         ]
     blocks = []
     for i in range(config.num_decoder_blocks):
-        blocks.append(_block(f"{name}/block_{i}", _common.block_rng(init_base_rng, i), config))
+        blocks.append(_block(f"{name}/block_{i}", init_base_rng, config))
     return blocks
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from saikei import nn
 from saikei.models.transformer import model_parts
-from saikei.models.transformer.variants import _common
+from saikei.models.transformer.variants import _common, _penzai_hf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +239,7 @@ def _attention(
                 _common.projection(f"{name}/query", rng, emb, {**q_axes, **proj}, bias, dtype),
                 *qk_norm("query"),
                 rope(),
-                nn.ConstantRescale(jnp.asarray(scale, config.activation_dtype)),
+                nn.ConstantRescale(_common.scalar_in(scale, config.activation_dtype)),
             ]
         ),
         input_to_key=nn.Sequential(
@@ -306,14 +306,16 @@ def _feed_forward(
                     nn.NamedGroup(
                         "gate",
                         [
-                            _common.projection(f"{name}/gating", rng, emb, hidden, bias, dtype),
+                            _common.projection(
+                                f"{name}/gating_linear", rng, emb, hidden, bias, dtype
+                            ),
                             nn.Elementwise(act),
                         ],
                     ),
-                    _common.projection(f"{name}/value", rng, emb, hidden, bias, dtype),
+                    _common.projection(f"{name}/value_linear", rng, emb, hidden, bias, dtype),
                 ]
             ),
-            _common.projection(f"{name}/out", rng, hidden, emb, bias, dtype),
+            _common.projection(f"{name}/out_linear", rng, hidden, emb, bias, dtype),
         ]
     )
 
@@ -357,6 +359,145 @@ def _attention_types(config: LlamalikeTransformerConfig) -> list[AttentionType]:
     return [types[i % len(types)] for i in range(config.num_decoder_blocks)]
 
 
+def _attention_type_at(
+    config: LlamalikeTransformerConfig, block_index: int | None, function: str
+) -> AttentionType:
+    if isinstance(
+        config.attention_type, AttentionTypeGlobalCausal | AttentionTypeSlidingWindowCausal
+    ):
+        return config.attention_type
+    if block_index is None:
+        raise ValueError(
+            f"{function}: config.attention_type is a sequence of per-block types, so pass"
+            " block_index to say which block this is."
+        )
+    types = _attention_types(config)
+    if not 0 <= block_index < len(types):
+        raise ValueError(
+            f"{function}: block_index={block_index} is out of range for"
+            f" num_decoder_blocks={config.num_decoder_blocks}."
+        )
+    return types[block_index]
+
+
+def build_llamalike_attention(
+    name: str,
+    init_base_rng: jax.Array | None,
+    config: LlamalikeTransformerConfig,
+    block_index: int | None = None,
+) -> nn.Attention:
+    """Builds the attention layer of one llama-like block.
+
+    Args:
+      name: Prefix of the parameter labels (`{name}/query.weights`, ...).
+      init_base_rng: Base key, or None for parameter slots.
+      config: The architecture.
+      block_index: Which block this is; needed when `config.attention_type`
+        is a sequence of per-block types.
+
+    Returns:
+      An `sk.nn.Attention` (queries, keys, values, masked softmax, output).
+
+    Example:
+      >>> import jax
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=2, query_head_multiplier=1,
+      ...     embedding_dim=8, projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1,
+      ...     vocab_size=5)
+      >>> attn = llamalike.build_llamalike_attention("attn", jax.random.key(0), cfg)
+      >>> attn.input_to_query.sublayers[0].weights.label
+      'attn/query.weights'
+    """
+    attention_type = _attention_type_at(config, block_index, "build_llamalike_attention")
+    return _attention(name, init_base_rng, config, attention_type)
+
+
+def build_llamalike_feedforward(
+    name: str, init_base_rng: jax.Array | None, config: LlamalikeTransformerConfig
+) -> model_parts.TransformerFeedForward:
+    """Builds the gated feed-forward layer of one llama-like block.
+
+    Labels: `{name}/gating_linear`, `{name}/value_linear`, `{name}/out_linear`.
+
+    Example:
+      >>> import jax
+      >>> from saikei import sk
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=1, query_head_multiplier=1,
+      ...     embedding_dim=8, projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1,
+      ...     vocab_size=5)
+      >>> ffw = llamalike.build_llamalike_feedforward("mlp", jax.random.key(0), cfg)
+      >>> sorted(p.label for p in sk.unbind_params(ffw)[1])
+      ['mlp/gating_linear.weights', 'mlp/out_linear.weights', 'mlp/value_linear.weights']
+    """
+    return _feed_forward(name, init_base_rng, config)
+
+
+def build_llamalike_block(
+    name: str,
+    init_base_rng: jax.Array | None,
+    config: LlamalikeTransformerConfig,
+    block_index: int | None = None,
+) -> model_parts.TransformerBlock:
+    """Builds one llama-like block: pre-norm attention and pre-norm feed-forward, each residual.
+
+    Args:
+      name: Prefix of the parameter labels (`{name}/attention/...`,
+        `{name}/mlp/...`, `{name}/pre_attention_norm/...`, ...).
+      init_base_rng: Base key, or None for parameter slots.
+      config: The architecture.
+      block_index: Which block this is; needed when `config.attention_type`
+        is a sequence of per-block types.
+
+    Example:
+      >>> import jax
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=1, query_head_multiplier=1,
+      ...     embedding_dim=8, projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1,
+      ...     vocab_size=5)
+      >>> type(llamalike.build_llamalike_block("b", None, cfg)).__name__
+      'TransformerBlock'
+    """
+    attention_type = _attention_type_at(config, block_index, "build_llamalike_block")
+    return _block(name, init_base_rng, config, attention_type)
+
+
+def llamalike_from_huggingface_model(
+    model: Any,
+    upcast_activations_to_float32: bool = False,
+    use_layer_stack: bool = False,
+) -> model_parts.TransformerLM:
+    """Converts a live `transformers` model of any llama-like architecture.
+
+    Accepts Llama, Mistral, Qwen2, Qwen3 and Gemma 1/2/3 (text) models;
+    parameters keep the model's dtype (float32 or bfloat16).
+
+    Args:
+      model: The live Hugging Face causal LM.
+      upcast_activations_to_float32: Run the activations in float32.
+      use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
+
+    Raises:
+      ValueError: for an architecture outside the family.
+
+    Example:
+      >>> import transformers
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(vocab_size=16,
+      ...     hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+      ...     num_attention_heads=2, num_key_value_heads=2))
+      >>> llamalike.llamalike_from_huggingface_model(hf).metadata.vocab_size
+      16
+    """
+    return _penzai_hf.convert(
+        model,
+        ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"),
+        "llamalike_from_huggingface_model",
+        upcast_activations_to_float32=upcast_activations_to_float32,
+        use_layer_stack=use_layer_stack,
+    )
+
+
 def layer_stack_period(config: LlamalikeTransformerConfig) -> int:
     """How many consecutive blocks one step of the model's LayerStack holds.
 
@@ -390,8 +531,7 @@ def _period_blocks(
 ) -> nn.Sequential:
     blocks = []
     for j, attention_type in enumerate(attention_types):
-        rng = _common.block_rng(init_base_rng, j)
-        blocks.append(_block(f"{name}/block_{j}", rng, config, attention_type))
+        blocks.append(_block(f"{name}/block_{j}", init_base_rng, config, attention_type))
     return nn.Sequential(blocks)
 
 
@@ -401,10 +541,7 @@ def _blocks(
     types = _attention_types(config)
 
     def listed(indices: range) -> list[Any]:
-        return [
-            _block(f"{name}/block_{i}", _common.block_rng(init_base_rng, i), config, types[i])
-            for i in indices
-        ]
+        return [_block(f"{name}/block_{i}", init_base_rng, config, types[i]) for i in indices]
 
     if not config.use_layer_stack or not types:
         return listed(range(len(types)))
@@ -478,8 +615,8 @@ def build_llamalike_transformer(
     layers: list[Any] = [nn.EmbeddingLookup(table), *_common.to_activation_dtype(config)]
     if config.scale_embeddings:
         # Rounded to float32 first, then to the activation dtype, as transformers does.
-        sqrt_dim = jnp.asarray(config.embedding_dim**0.5, jnp.float32).astype(
-            config.activation_dtype
+        sqrt_dim = _common.scalar_in(
+            float(jnp.asarray(config.embedding_dim**0.5, jnp.float32)), config.activation_dtype
         )
         layers.append(nn.ConstantRescale(sqrt_dim))
     layers.extend(_blocks(name, init_base_rng, config))
