@@ -236,6 +236,10 @@ def test_weights_read_the_live_parameters():
     query.value = query.value * 0 + 3.0
     assert float(jnp.min(w.W_Q.unwrap("layer", "heads", "embedding", "projection")[1])) == 3.0
     assert float(jnp.max(w.layers[0].W_Q.unwrap("heads", "embedding", "projection"))) != 3.0
+    # Hook points (and interventions) around the projections change nothing.
+    hooked = interp.intervene(lm, {"blocks.*.attn.result": interp.Scale(1.0)})
+    for name in ("W_Q", "W_O", "W_gate", "W_in", "W_out", "W_U"):
+        assert (getattr(interp.weights(hooked), name) == getattr(w, name)).data_array.all(), name
 
 
 def test_weights_of_unbound_model_names_the_slot():
