@@ -46,19 +46,27 @@ def _static(**kwargs: Any) -> Any:
     return dataclasses.field(metadata={"pytree_node": False}, **kwargs)
 
 
-def _as_positions(positions: Any, where: str) -> jax.Array | None:
-    if positions is None:
+def _as_indices(value: Any, where: str, what: str = "positions") -> jax.Array | None:
+    """None, an int or a 1-D sequence of non-negative ints, as an int32 array."""
+    if value is None:
         return None
+    hint = "absolute token positions" if what == "positions" else "head indices"
     try:
-        array = jnp.asarray(positions)
+        array = jnp.asarray(value)
     except TypeError as error:
         raise TypeError(
-            f"{where}: positions must be None, an int or a sequence of ints, got {positions!r}."
+            f"{where}: {what} must be None, an int or a sequence of ints, got {value!r}."
         ) from error
     if not jnp.issubdtype(array.dtype, jnp.integer) or array.ndim > 1:
         raise TypeError(
-            f"{where}: positions must be None, an int or a 1-D sequence of ints (absolute token"
-            f" positions), got {positions!r}."
+            f"{where}: {what} must be None, an int or a 1-D sequence of ints ({hint}),"
+            f" got {value!r}."
+        )
+    if not isinstance(array, jax.core.Tracer) and bool((array < 0).any()):
+        extra = " (0 is the first real token; padding has -1 and is never selected)"
+        raise ValueError(
+            f"{where}: {what} must be >= 0, they are {hint}"
+            f"{extra if what == 'positions' else ''}; got {value!r}."
         )
     return array.astype(jnp.int32).reshape(-1)
 
@@ -183,7 +191,7 @@ class Add(Intervention):
 
     def __init__(self, value: Any, positions: Any = None):
         self.value = _as_value(value, "interp.Add")
-        self.positions = _as_positions(positions, "interp.Add")
+        self.positions = _as_indices(positions, "interp.Add")
 
     def apply(self, value, *, layer, side_inputs):
         _check_fits(self.value, value, "interp.Add")
@@ -211,7 +219,7 @@ class Replace(Intervention):
 
     def __init__(self, value: Any, positions: Any = None):
         self.value = _as_value(value, "interp.Replace")
-        self.positions = _as_positions(positions, "interp.Replace")
+        self.positions = _as_indices(positions, "interp.Replace")
 
     def apply(self, value, *, layer, side_inputs):
         _check_fits(self.value, value, "interp.Replace")
@@ -240,7 +248,7 @@ class Scale(Intervention):
 
     def __init__(self, by: Any, positions: Any = None):
         self.by = _as_value(by, "interp.Scale")
-        self.positions = _as_positions(positions, "interp.Scale")
+        self.positions = _as_indices(positions, "interp.Scale")
 
     def apply(self, value, *, layer, side_inputs):
         _check_fits(self.by, value, "interp.Scale")
@@ -302,10 +310,10 @@ class Ablate(Intervention):
                 f"{where}: reference must be an ActivationCache (a mapping from hook names to"
                 f" values), got {type(reference).__name__}."
             )
-        self.heads = None if heads is None else _as_positions(heads, f"{where} heads")
+        self.heads = None if heads is None else _as_indices(heads, where, "heads")
         self.mode = mode
         self.reference = reference
-        self.positions = _as_positions(positions, where)
+        self.positions = _as_indices(positions, where)
         self.mean = mean
 
     def for_site(self, names: Sequence[str], hook: HookPoint) -> Intervention:
