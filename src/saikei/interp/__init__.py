@@ -44,7 +44,7 @@ Hook point names (`i` is the block index):
 GPT-NeoX blocks included), and `resid_mid == resid_pre + attn_out`.
 
 Axis names of the values users get (from a cache, in interventions); batch
-axes are whatever the tokens carry:
+axes are whatever the tokens carry, and the order of axes carries no meaning:
 
   ================================================ ============================================
   values                                           named axes
@@ -76,11 +76,15 @@ NamedArray over the stack axis holding those indices. The stack slices it
 like every stacked array, so a layer placed next to the hook point (an
 intervention, a recorder) that reads `hook.current_layer()` while the stack
 runs gets the traced 0-d index of the block being run, and can act only in
-block 3 with `jnp.where(hook.current_layer() == 3, new, old)`. Outside a
-stack, `current_layer()` is the int in the name.
+block 3 with `jnp.where(index == 3, new, old)`. A layer placed beside a hook
+point should hold a copy of `hook.layer_index` (an array field sliced the same
+way; `.unwrap()` gives the index while the stack runs), not the `HookPoint`
+itself: every `HookPoint` in a model counts as a hook point. Outside a
+stack, `current_layer()` is the int in the name and `layer_index` is None.
 """
 
 from saikei.interp import head_scores as head_scores
+from saikei.interp._cache import ActivationCache as ActivationCache
 from saikei.interp._interventions import Ablate as Ablate
 from saikei.interp._interventions import Add as Add
 from saikei.interp._interventions import Hook as Hook
@@ -90,8 +94,13 @@ from saikei.interp._interventions import Scale as Scale
 from saikei.interp._interventions import intervene as intervene
 from saikei.interp._interventions import interventions as interventions
 from saikei.interp._interventions import remove_interventions as remove_interventions
+from saikei.interp._logit_attrs import logit_attrs as logit_attrs
 from saikei.interp._metrics import LogitDiff as LogitDiff
 from saikei.interp._metrics import logit_diff as logit_diff
+from saikei.interp._patching import activation_patch as activation_patch
+from saikei.interp._patching import attribution_patch as attribution_patch
+from saikei.interp._patching import path_patch as path_patch
+from saikei.interp._run_with_cache import run_with_cache as run_with_cache
 from saikei.interp._weights import ModelWeights as ModelWeights
 from saikei.interp._weights import weights as weights
 from saikei.models.transformer._hook_points import HookPoint as HookPoint

@@ -161,7 +161,7 @@ class HookPoint(nn.Layer):
           ...     head_axes=(("head_groups", 2), ("query_heads", 3)), user_head_axis="heads")
           >>> value = sk.nx.zeros({"head_groups": 2, "query_heads": 3, "seq": 4})
           >>> hook.to_user(value).named_shape
-          {'seq': 4, 'heads': 6}
+          {'heads': 6, 'seq': 4}
         """
         if self.user_head_axis is None or not nx.is_namedarray(value):
             return value
@@ -170,8 +170,14 @@ class HookPoint(nn.Layer):
             return value
         if not names:
             return value.broadcast_to((), {**value.named_shape, self.user_head_axis: 1})
-        merged = nx.nmap(lambda a: a.reshape(-1))(value.untag(*names))
-        return merged.tag(self.user_head_axis)
+        merged = nx.nmap(lambda a: a.reshape(-1))(value.untag(*names)).tag(self.user_head_axis)
+        # The merged axis takes the place of the first head axis.
+        order = [
+            self.user_head_axis if n == names[0] else n
+            for n in value.named_shape
+            if n == names[0] or n not in names
+        ]
+        return merged.order_as(*order)
 
     def from_user(self, value: Any) -> Any:
         """The inverse of `to_user`: splits `heads`/`kv_heads` back into the model's head axes.
@@ -501,9 +507,9 @@ def has_hook_points(lm: Any) -> bool:
       (False, True)
     """
     body = getattr(lm, "body", None)
+    # Searched at any depth: a tool may have wrapped the hook point (e.g. an intervention).
     return any(
-        isinstance(layer, HookPoint) and layer.name == "embed"
-        for layer in getattr(body, "sublayers", ())
+        hook.name == "embed" for hook in select(body).at_instances_of(HookPoint).get_sequence()
     )
 
 
