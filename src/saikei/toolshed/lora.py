@@ -24,8 +24,9 @@ from saikei.core._selectors import Selection
 from saikei.core._struct import pytree_dataclass
 from saikei.core._tree_util import pretty_keystr
 from saikei.core._variables import Parameter
+from saikei.nn._combinators import BranchAndAddTogether
+from saikei.nn._grouping import NamedGroup, Sequential
 from saikei.nn._initializers import xavier_normal_initializer, zero_initializer
-from saikei.nn._layer import Layer
 from saikei.nn._linear import Linear
 from saikei.nn._parameters import make_parameter
 
@@ -75,16 +76,14 @@ def _adapter_linear(
     )
 
 
-@pytree_dataclass
-class LowRankAdapter(Layer):
+@pytree_dataclass(has_implicitly_inherited_fields=True)
+class LowRankAdapter(Sequential):
     """A Linear layer plus a low-rank update: `original(x) + B(A(x))`.
 
-    Attributes:
-      original_linear: The adapted (usually pretrained) Linear layer.
-      input_to_bottleneck: `A`, from the original's input axes to the
-        low-rank axis.
-      bottleneck_to_output: `B`, from the low-rank axis to the original's
-        output axes; zero at initialization.
+    The structure is penzai's: one `BranchAndAddTogether` whose branches are
+    `NamedGroup("Pretrained", [original])` and `NamedGroup("Update", [A, B])`,
+    so selectors and renderings show the pretrained path and the update path
+    apart. The properties below name the three Linear layers.
 
     Example:
       >>> import jax
@@ -94,22 +93,39 @@ class LowRankAdapter(Layer):
       ...     input_axes={"embedding": 4}, output_axes={"neurons": 8})
       >>> adapted = lora.LowRankAdapter.from_linear(
       ...     linear, name="proj", init_base_rng=jax.random.key(1), rank=2)
+      >>> [group.name for group in adapted.sublayers[0].branches]
+      ['Pretrained', 'Update']
       >>> x = sk.nx.ones({"batch": 3, "embedding": 4})
       >>> bool(jax.numpy.allclose(adapted(x).unwrap("batch", "neurons"),
       ...                         linear(x).unwrap("batch", "neurons")))
       True
     """
 
-    original_linear: Any
-    input_to_bottleneck: Linear
-    bottleneck_to_output: Linear
-
-    def __call__(self, value: Any, /, **side_inputs: Any) -> Any:
-        original = self.original_linear(value, **side_inputs)
-        update = self.bottleneck_to_output(
-            self.input_to_bottleneck(value, **side_inputs), **side_inputs
+    def _group(self, name: str) -> NamedGroup:
+        branches = getattr(self.sublayers[0], "branches", ()) if self.sublayers else ()
+        for branch in branches:
+            if isinstance(branch, NamedGroup) and branch.name == name:
+                return branch
+        raise ValueError(
+            f"This LowRankAdapter has no NamedGroup {name!r} in its first sublayer's branches;"
+            " it was edited into another shape (build adapters with"
+            " `LowRankAdapter.from_linear`)."
         )
-        return original + update
+
+    @property
+    def original_linear(self) -> Any:
+        """The adapted (pretrained) layer: the only layer of the "Pretrained" group."""
+        return self._group("Pretrained").sublayers[0]
+
+    @property
+    def input_to_bottleneck(self) -> Any:
+        """`A`, from the original's input axes to the low-rank axis."""
+        return self._group("Update").sublayers[0]
+
+    @property
+    def bottleneck_to_output(self) -> Any:
+        """`B`, from the low-rank axis to the original's output axes (zero at init)."""
+        return self._group("Update").sublayers[1]
 
     @classmethod
     def from_linear(
@@ -201,7 +217,13 @@ class LowRankAdapter(Layer):
             parallel,
             dtype,
         )
-        return cls(original_linear=linear, input_to_bottleneck=a, bottleneck_to_output=b)
+        return cls(
+            sublayers=[
+                BranchAndAddTogether(
+                    [NamedGroup("Pretrained", [linear]), NamedGroup("Update", [a, b])]
+                )
+            ]
+        )
 
 
 def loraify_linears_in_selection(
@@ -210,16 +232,17 @@ def loraify_linears_in_selection(
     init_base_rng: jax.Array | None,
     lowrank_axis: Hashable = "lowrank",
 ) -> Any:
-    """Replaces every selected Linear layer with a `LowRankAdapter`.
+    """Replaces every Linear layer in the selected subtrees with a `LowRankAdapter`.
 
-    Each adapter is named after the keypath of the Linear it replaces, so the
+    Each adapter is named `"LoRA:" + keypath` after the Linear it replaces
+    (labels `LoRA:{keypath}/LoRA_A.weights` and `.../LoRA_B.weights`), so the
     labels are unique and stable. Linear layers inside a `sk.nn.LayerStack`
     get one independent adapter per layer.
 
     Args:
-      selection: A selection of `sk.nn.Linear` layers (e.g.
-        `sk.select(model).at_instances_of(sk.nn.Linear)`); selecting anything
-        else is an error.
+      selection: A selection of subtrees, e.g. `sk.select(model).at_instances_of(
+        sk.nn.Attention)`; every `sk.nn.Linear` in them (a selected Linear
+        included) is adapted and everything else is left as it is, as in penzai.
       rank: Size of the low-rank axis.
       init_base_rng: Base key for the adapters' `A` weights, or None for slots.
       lowrank_axis: Name of the low-rank axis.
@@ -240,19 +263,12 @@ def loraify_linears_in_selection(
       >>> type(adapted.sublayers[0]).__name__
       'LowRankAdapter'
     """
-    for keypath, value in selection.selected_by_path.items():
-        if not isinstance(value, Linear):
-            raise TypeError(
-                f"loraify_linears_in_selection: the selected value at"
-                f" {pretty_keystr(keypath, selection.deselect())} is a {type(value).__name__},"
-                " not an sk.nn.Linear. Narrow the selection, e.g. with"
-                " `.at_instances_of(sk.nn.Linear)`."
-            )
 
     def adapt(keypath: tuple[Any, ...], linear: Linear) -> LowRankAdapter:
-        name = pretty_keystr(keypath, selection.deselect()) or "root"
+        name = "LoRA:" + (pretty_keystr(keypath, root) or "root")
         return LowRankAdapter.from_linear(
             linear, name=name, init_base_rng=init_base_rng, rank=rank, lowrank_axis=lowrank_axis
         )
 
-    return selection.apply(adapt, with_keypath=True)
+    root = selection.deselect()
+    return selection.at_instances_of(Linear).apply(adapt, with_keypath=True)
