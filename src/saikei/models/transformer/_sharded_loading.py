@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import mmap
+import os
 import re
 import struct
 from collections.abc import Callable, Hashable, Mapping
@@ -113,7 +114,21 @@ class _SafetensorsSlices:
                 raise ValueError(f"{file}: the data of tensor {key!r} is cut short.")
             _count(want)
             return out
-        # A split along a later dimension: read the rows, keep the columns.
+        if len(shape) == 2:
+            # A column split: one read of the wanted span of each row.
+            c0, c1, _ = index[1].indices(shape[1])
+            out = _gguf.empty_aligned((r1 - r0, c1 - c0), dtype)
+            span = (c1 - c0) * itemsize
+            base = start + begin + c0 * itemsize
+            flat = out.reshape(-1).view(np.uint8)
+            for i, row in enumerate(range(r0, r1)):
+                chunk = os.pread(handle.fileno(), span, base + row * row_bytes)
+                if len(chunk) != span:
+                    raise ValueError(f"{file}: the data of tensor {key!r} is cut short.")
+                flat[i * span : (i + 1) * span] = np.frombuffer(chunk, np.uint8)
+            _count(out.nbytes)
+            return out
+        # A split along a later dimension of a higher-rank tensor: through a memory map.
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             count = math.prod(shape)
             view = np.frombuffer(mm, dtype, count, start + begin).reshape(shape)
