@@ -280,6 +280,13 @@ def _attention(
     )
 
 
+# Module level (not a closure) so that equal configs build equal layers, and a
+# rendered model names it in roundtrip mode.
+def _gelu_approx(x: jax.Array) -> jax.Array:
+    """GELU with the tanh approximation (the "geglu_approx" gate)."""
+    return jax.nn.gelu(x, approximate=True)
+
+
 def _feed_forward(
     name: str, rng: jax.Array | None, config: LlamalikeTransformerConfig
 ) -> model_parts.TransformerFeedForward:
@@ -289,10 +296,7 @@ def _feed_forward(
     if config.mlp_variant == "swiglu":
         act: Any = jax.nn.silu
     elif config.mlp_variant == "geglu_approx":
-
-        def act(x: Any) -> Any:
-            return jax.nn.gelu(x, approximate=True)
-
+        act = _gelu_approx
     else:
         raise ValueError(
             f"build_llamalike_transformer: unsupported mlp_variant {config.mlp_variant!r};"
