@@ -209,7 +209,14 @@ def _flat_with(array: NamedArray, new_data: Any) -> tuple[Any, tuple[Any]]:
 
 def _put(value: Any, sharding: NamedSharding) -> jax.Array:
     """Places one array with `sharding`; in several processes every one passes the same value."""
-    if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim):
+    # An equivalent layout is kept as it is (no copy), as long as it is a NamedSharding
+    # on the same mesh, so that callers always find the mesh and spec they asked for.
+    if (
+        isinstance(value, jax.Array)
+        and isinstance(value.sharding, NamedSharding)
+        and value.sharding.mesh == sharding.mesh
+        and value.sharding.is_equivalent_to(sharding, value.ndim)
+    ):
         return value
     return jax.device_put(value, sharding)
 

@@ -342,7 +342,7 @@ def place(model: Any, mesh: Mesh, rules: Mapping[Hashable, Any] | None) -> Any:
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def put(x: jax.Array, sharding: NamedSharding) -> jax.Array:
-        if x.sharding.is_equivalent_to(sharding, x.ndim):
+        if isinstance(x.sharding, NamedSharding) and x.sharding.is_equivalent_to(sharding, x.ndim):
             return x
         return jax.device_put(x, sharding)
 
