@@ -226,3 +226,9 @@ def test_slider_redraws_and_hover_names_the_tokens(driver: Any, page_url: str) -
     assert "head 2" in tip and "query 5 (\u23ce)" in tip and "key 0 (<s>)" in tip, tip
     assert tip.endswith(want), tip
     assert _errors(driver) == []
+
+
+def test_figure_inside_a_tree_renders_through_treescope():
+    figure = sk.ts.heatmap(np.eye(2), title="inner")
+    assert "<saikei Figure 'inner'" in treescope.render_to_text({"fig": figure})
+    assert "saikeiFigure" in treescope.render_to_html({"fig": figure}, compressed=False)

@@ -4,7 +4,8 @@
 HTML (its data, styles and script inline, nothing fetched from the network)
 that shows a grid of values with labels on both axes, and a slider (or a grid
 of panels) for every other axis, e.g. layer and head. A `Figure` displays
-itself in notebooks and in treescope, and `render_to_html` returns its HTML.
+itself in notebooks (`_repr_html_`, which treescope also uses), and
+`render_to_html` returns its HTML.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import treescope
-from treescope import lowering, rendering_parts
+from treescope import lowering
 
 from saikei.core import named_axes
 from saikei.viz._figures_js import RENDERER_JS, STYLE
@@ -68,17 +69,6 @@ class Figure:
         ]
         title = self.spec.get("title") or "figure"
         return f"<saikei Figure {title!r}: {', '.join(dims + shape)}>"
-
-    @property
-    def treescope_part(self) -> Any:
-        """The figure as a treescope rendering part (an embedded frame)."""
-        return rendering_parts.embedded_iframe(
-            embedded_html=f"<!DOCTYPE html><html><body>{self.to_html()}</body></html>",
-            fallback_in_text_mode=rendering_parts.text(repr(self)),
-        )
-
-    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        return rendering_parts.build_one_line_tree_node(self.treescope_part, path)
 
 
 def render_to_html(
