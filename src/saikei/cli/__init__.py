@@ -24,6 +24,9 @@ Example:
 """
 
 from saikei.cli._convert import convert_gguf as convert_gguf
+from saikei.cli._inspection import Inspection as Inspection
+from saikei.cli._inspection import inspect_model as inspect_model
+from saikei.cli._inspection import token_text as token_text
 from saikei.cli._main import main as main
 from saikei.cli._models import UsageError as UsageError
 from saikei.cli._models import checkpoint_config as checkpoint_config
@@ -33,6 +36,10 @@ from saikei.cli._models import encode_prompt as encode_prompt
 from saikei.cli._models import load_model as load_model
 from saikei.cli._models import load_tokenizer as load_tokenizer
 from saikei.cli._models import model_facts as model_facts
+from saikei.cli._report_html import report_html as report_html
+from saikei.cli._report_html import surprise_color as surprise_color
+from saikei.cli._report_html import top_heads as top_heads
+from saikei.cli._report_html import write_report as write_report
 from saikei.cli._streaming import TextStream as TextStream
 from saikei.cli._streaming import TokenTap as TokenTap
 from saikei.cli._streaming import listening as listening
