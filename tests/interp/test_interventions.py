@@ -245,16 +245,26 @@ def _teacher_forced_argmax(model, prompt, generated):
     return picked[:, prompt.shape[1] - 1 :]
 
 
-def test_interventions_act_at_every_generate_step(lm):
+def test_interventions_act_at_every_generate_step(lm, stacked_lm):
     prompt = TOKENS[:, :4]
     steps = 5
-    # Acts on the tokens at positions 5 and 6, which only the decoding steps produce.
-    steer = interp.intervene(
-        lm, {"blocks.0.resid_post": interp.Add(_vector(7, scale=30.0), positions=[5, 6])}
-    )
+    # Act on the tokens at positions 5 and 6, which only the decoding steps produce; the
+    # keys are written to the KV cache (inside the LayerStack's scan for stacked_lm).
+    changes = {
+        "blocks.0.resid_post": interp.Add(_vector(7, scale=30.0), positions=[5, 6]),
+        "blocks.1.attn.k": interp.Ablate(heads=[0], positions=[5, 6]),
+    }
+    steer = interp.intervene(lm, changes)
     steered = sampling.generate(steer, _tokens(prompt), max_new_tokens=steps, temperature=0.0)
     steered = np.asarray(steered.unwrap("batch", "seq"))
     np.testing.assert_array_equal(steered, _teacher_forced_argmax(steer, prompt, steered))
+    stacked = sampling.generate(
+        interp.intervene(stacked_lm, changes),
+        _tokens(prompt),
+        max_new_tokens=steps,
+        temperature=0.0,
+    )
+    np.testing.assert_array_equal(np.asarray(stacked.unwrap("batch", "seq")), steered)
     restored = sampling.generate(
         interp.remove_interventions(steer), _tokens(prompt), max_new_tokens=steps, temperature=0.0
     )
