@@ -60,25 +60,25 @@ def test_sharded_load_equals_plain_load_bit_for_bit(saved):
         from saikei.models.transformer import _sharded_loading, loading
         from saikei.toolshed import sharding_util
         rules = sharding_util.tensor_parallel_rules()
-        for mesh_axes in ({{"data": 1, "model": 4}}, {{"data": 2, "model": 2}}):
+        cases = [({{"data": 1, "model": 4}}, "f32", False), ({{"data": 1, "model": 4}}, "bf16", True),
+                 ({{"data": 2, "model": 2}}, "f32", True)]
+        for mesh_axes, stored, stack in cases:
             mesh = sharding_util.make_global_mesh(mesh_axes)
-            for stored in ("f32", "bf16"):
-                path = {str(saved)!r} + "/" + stored
-                for stack in (False, True):
-                    plain = loading.load_pretrained(path, progress=False, use_layer_stack=stack)
-                    sharded = loading.load_pretrained(path, progress=False, use_layer_stack=stack,
-                                                      mesh=mesh, sharding_rules=rules)
-                    _, want = sk.unbind_params(plain)
-                    _, got = sk.unbind_params(sharded)
-                    for a, b in zip(want, got):
-                        names = a.value.axis_names
-                        assert b.value.dtype == a.value.dtype, (a.label, b.value.dtype)
-                        expected = sharding_util.name_to_name_sharding(b.value, mesh, rules)
-                        assert b.value.data_array.sharding.is_equivalent_to(
-                            expected.data_array, b.value.data_array.ndim), a.label
-                        np.testing.assert_array_equal(
-                            np.asarray(b.value.unwrap(*names)).view(np.uint8),
-                            np.asarray(a.value.unwrap(*names)).view(np.uint8))
+            path = {str(saved)!r} + "/" + stored
+            plain = loading.load_pretrained(path, progress=False, use_layer_stack=stack)
+            sharded = loading.load_pretrained(path, progress=False, use_layer_stack=stack,
+                                              mesh=mesh, sharding_rules=rules)
+            _, want = sk.unbind_params(plain)
+            _, got = sk.unbind_params(sharded)
+            for a, b in zip(want, got):
+                names = a.value.axis_names
+                assert b.value.dtype == a.value.dtype, (a.label, b.value.dtype)
+                expected = sharding_util.name_to_name_sharding(b.value, mesh, rules)
+                assert b.value.data_array.sharding.is_equivalent_to(
+                    expected.data_array, b.value.data_array.ndim), a.label
+                np.testing.assert_array_equal(
+                    np.asarray(b.value.unwrap(*names)).view(np.uint8),
+                    np.asarray(a.value.unwrap(*names)).view(np.uint8))
         print("OK")
         """
     )
@@ -92,7 +92,7 @@ def test_sharded_load_reads_each_byte_once_per_process(saved):
         from saikei.toolshed import sharding_util
         mesh = sharding_util.make_global_mesh({{"data": 2, "model": 2}})
         model = loading.load_pretrained({str(saved / "f32")!r}, progress=False, mesh=mesh,
-                                        sharding_rules=sharding_util.tensor_parallel_rules())
+                                sharding_rules=sharding_util.tensor_parallel_rules())
         total = sum(p.value.data_array.nbytes for p in sk.unbind_params(model)[1])
         # One process holds all 4 devices: it reads every tensor once, in 4 parts.
         assert _sharded_loading.bytes_read == total, (_sharded_loading.bytes_read, total)
