@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saikei.core.named_axes import _layout, _nmap
 from saikei.core.named_axes import _named_array as _na
-from saikei.core.named_axes import _nmap
 
 NamedShape = Mapping[_na.AxisName, int] | Sequence[tuple[_na.AxisName, int]]
 
@@ -106,7 +106,7 @@ def arange(
       >>> sk.nx.arange("seq", 4).unwrap("seq").tolist()
       [0, 1, 2, 3]
     """
-    _na._check_name(name, "arange")
+    _layout._check_name(name, "arange")
     return _na._new(jnp.arange(start, stop, step, dtype), (name,))
 
 
