@@ -1,6 +1,7 @@
 """save_intermediates: savers record exactly what a manual forward pass computes."""
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
