@@ -30,6 +30,7 @@ import inspect
 import pkgutil
 import re
 import types
+from typing import ClassVar
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -88,12 +89,13 @@ API_MODULES = [
     "saikei.models.transformer.model_parts",
     "saikei.models.transformer.sampling",
     "saikei.models.transformer.loading",
-    "saikei.models.transformer.variants.llamalike",
-    "saikei.models.transformer.variants.gpt_neox",
-    "saikei.models.transformer.variants.gpt2",
+    "saikei.models.transformer.variants",
+    "saikei.models.transformer.variants.*",
     "saikei.toolshed",
     "saikei.toolshed.*",
     "saikei.interp",
+    "saikei.interp.*",
+    "saikei.distributed",
 ]
 
 
@@ -179,12 +181,15 @@ def _module_lines(module_name: str, env) -> list[str]:
 class SaikeiApiDirective(SphinxDirective):
     """`saikei-api MODULE`: the module docstring and every public name.
 
-    With the `:submodules:` flag, a section follows for each public submodule.
+    With `:submodules:` (optionally followed by the underline character of the
+    sections, "-" by default), a section follows for each public submodule.
     """
 
     required_arguments = 1
     has_content = False
-    option_spec = {"submodules": lambda arg: True}
+    # `:submodules:` takes the underline character of the submodule sections
+    # ("-" when empty), so the sections nest under the page's own headings.
+    option_spec: ClassVar = {"submodules": lambda arg: (arg or "-").strip()}
 
     def run(self) -> list[nodes.Node]:
         module_name = self.arguments[0]
@@ -192,22 +197,28 @@ class SaikeiApiDirective(SphinxDirective):
         if "submodules" in self.options:
             for sub in public_submodules(module_name):
                 title = f"``{sub.rsplit('.', 1)[-1]}``"
-                lines += [title, "-" * len(title), ""] + _module_lines(sub, self.env)
+                underline = self.options["submodules"] * len(title)
+                lines += [title, underline, "", *_module_lines(sub, self.env)]
         content = StringList(lines, source=f"<saikei-api {module_name}>")
         container = nodes.container()
         nested_parse_with_titles(self.state, content, container)
         return container.children
 
 
-_CODE_SPAN = re.compile(r"(?<![`:\\])`([^`\n]+(?:\n[^`\n]+)?)`(?![`_])")
-
-
+# Roles (:py:func:`x`), links (`text <url>`_) and literals (``x``) are matched
+# first and kept; any other `span` is Markdown-style code.
+_CODE_SPAN = re.compile(
+    r"(?P<keep>:[\w:.+-]+:`[^`]*`|``[^`]+``|`[^`]+`__?)"
+    r"|(?<![`\\])`(?P<code>[^`\n]+(?:\n[^`\n]+)?)`(?!`)"
+)
 _TABLE_BORDER = re.compile(r"^\s*=+( +=+)+\s*$")
 _TABLE_SPAN = re.compile(r"(?<![`:\\])`([^`]+)`(?:  |$)")
 
 
 def _code_span(match: re.Match) -> str:
-    text = " ".join(match.group(1).split())
+    if match.group("keep"):
+        return match.group("keep")
+    text = " ".join(match.group("code").split())
     before = match.string[match.start() - 1] if match.start() else " "
     after = match.string[match.end()] if match.end() < len(match.string) else " "
     return (
@@ -286,6 +297,12 @@ def _indented_code_to_literal_blocks(lines: list[str]) -> list[str]:
 
 
 def _process_docstring(app, what, name, obj, options, lines):
+    type_doc = getattr(type(obj), "__doc__", None)
+    if what in ("data", "attribute") and type_doc and " ".join(lines).split() == type_doc.split():
+        # A constant without a doc comment of its own shows its type's docstring
+        # (`dict`'s, say), which says nothing about the constant.
+        lines[:] = []
+        return
     lines[:] = markdown_code_spans_to_rst(lines)
 
 
