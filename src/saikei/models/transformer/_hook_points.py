@@ -20,6 +20,8 @@ the hook point (and anything put next to it) sees `layer_index` as the
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax.numpy as jnp
@@ -670,3 +672,60 @@ def hook_names(lm: Any) -> list[str]:
         pending.append(hook)
     flush()
     return names
+
+
+NameFilter = str | Iterable[str] | Callable[[str], bool] | None
+"""What `run_with_cache` (and other tools) accept as `names`."""
+
+_GLOB_CHARS = "*?["
+# Hook points not cached when `names` is None: each costs heads x embedding per token.
+_ONLY_WHEN_ASKED = ("attn.result",)
+
+
+def select_names(available: list[str], names: NameFilter, where: str) -> list[str]:
+    """The names in `available` (in order) that `names` asks for.
+
+    `names` is None (every name but `blocks.*.attn.result`), a name, a glob
+    (`"blocks.*.attn.pattern"`), a site without its block prefix
+    (`"resid_pre"` means `"blocks.*.resid_pre"`), a list of those, or a
+    predicate on names.
+
+    Raises:
+      ValueError: for a name or glob that matches nothing (with the names
+        that exist), or a filter of the wrong type.
+
+    Example:
+      >>> from saikei.models.transformer import _hook_points
+      >>> names = ["embed", "blocks.0.resid_pre", "blocks.1.resid_pre", "logits"]
+      >>> _hook_points.select_names(names, "resid_pre", "example")
+      ['blocks.0.resid_pre', 'blocks.1.resid_pre']
+      >>> _hook_points.select_names(names, lambda n: n.startswith("l"), "example")
+      ['logits']
+    """
+    if names is None:
+        return [n for n in available if not n.endswith(_ONLY_WHEN_ASKED)]
+    if callable(names):
+        return [n for n in available if names(n)]
+    patterns = [names] if isinstance(names, str) else list(names)
+    wanted: set[str] = set()
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(
+                f"{where}: names must be None, a name or glob, a list of them, or a predicate"
+                f" on names; got {pattern!r} in {names!r}."
+            )
+        matched = fnmatch.filter(available, pattern)
+        if not matched:
+            matched = fnmatch.filter(available, f"blocks.*.{pattern}")
+        if not matched:
+            sites = sorted(
+                {n.split(".", 2)[2] if n.startswith("blocks.") else n for n in available}
+            )
+            raise ValueError(
+                f"{where}: no hook point matches {pattern!r}. The model has the hook points"
+                f" {sites} (inside blocks as 'blocks.{{i}}.<site>'); use a full name"
+                " ('blocks.3.attn.pattern'), a glob ('blocks.*.attn.pattern') or a site name"
+                " ('attn.pattern')."
+            )
+        wanted.update(matched)
+    return [n for n in available if n in wanted]

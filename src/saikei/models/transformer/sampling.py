@@ -25,6 +25,7 @@ from saikei.core import (
     variable_jit,
 )
 from saikei.core import named_axes as nx
+from saikei.models.transformer import _capture, _hook_points
 from saikei.models.transformer._kv_caching import (
     CACHE_END_INDEX_INPUT_NAME as CACHE_END_INDEX_INPUT_NAME,
 )
@@ -93,6 +94,8 @@ class _Plan:
     batch_names: tuple[str, ...]
     # (cache_len, batch axes) when the cache is built inside; None for a cached model.
     new_cache: tuple[int, tuple[tuple[str, int], ...]] | None
+    # Hook point names captured at every step (generate's `capture=`).
+    capture: tuple[str, ...] = ()
 
 
 def _layout(tree: Any) -> Any:
@@ -174,6 +177,15 @@ def _generate_impl(
         )
         model, fresh = unbind_state_vars(model, freeze=True)
         state = (*state, *fresh)
+    collect = None
+    if plan.capture:
+        model, state, collect = _capture.attach(
+            model, state, plan.capture, plan.max_new_tokens, prompt
+        )
+
+    def step_input(step: Any) -> dict[str, Any]:
+        return {_capture.CAPTURE_STEP_INPUT_NAME: jnp.int32(step)} if plan.capture else {}
+
     names = (*plan.batch_names, "seq")
     choose = functools.partial(
         _choose,
@@ -195,7 +207,7 @@ def _generate_impl(
             positions = nx.wrap(jnp.where(real, start + counted - 1, -1), *names)
         else:
             positions = prompt_positions
-        logits = m(prompt, token_positions=positions, last_logits_only=True)
+        logits = m(prompt, token_positions=positions, last_logits_only=True, **step_input(0))
         next_pos = m.next_positions().unwrap(*plan.batch_names)
         return logits.unwrap(*names, "vocabulary")[..., 0, :], next_pos
 
@@ -218,6 +230,7 @@ def _generate_impl(
             logits = m(
                 nx.wrap(last[..., None], *names),
                 token_positions=nx.wrap(positions[..., None], *names),
+                **step_input(step),
             )
             return logits.unwrap(*names, "vocabulary")[..., 0, :]
 
@@ -247,7 +260,7 @@ def _generate_impl(
         )
         carry = (*stepped[:-1], kept)
     _, out, _, _, _, _, state = jax.lax.while_loop(keep_going, decode_step, carry)
-    return out, state[:own_state]
+    return out, state[:own_state], ({} if collect is None else collect(state))
 
 
 _generate_jit = jax.jit(_generate_impl, static_argnames=("plan",))
@@ -349,7 +362,8 @@ def generate(
     pad_id: int = 0,
     prompt_positions: nx.NamedArray | None = None,
     cache_len: int | None = None,
-) -> nx.NamedArray:
+    capture: Any = None,
+) -> Any:
     """Generates tokens after a (left-padded) prompt, with the whole loop compiled.
 
     The prompt is run through the cached model at once (prefill; logits only
@@ -385,10 +399,19 @@ def generate(
         convention, e.g. when `pad_id` is also a real token.
       cache_len: Cache length for an uncached model; defaults to exactly what
         the call needs (prompt length + `max_new_tokens` - 1).
+      capture: Hook point names (as for `saikei.interp.run_with_cache`: a
+        name, a glob, a site such as `"attn.pattern"`, a list or a predicate)
+        whose values to return for every step; hook points are inserted
+        into an uncached model first. Step 0 holds the activations at the
+        last prompt position (which predict the first new token), step `s`
+        those of the call that predicts token `s`. Steps after every
+        sequence stopped stay zero.
 
     Returns:
       The new tokens: an int32 NamedArray with the prompt's batch axes and
-      `seq` of size `max_new_tokens`.
+      `seq` of size `max_new_tokens`. With `capture`, a pair `(tokens,
+      captured)` where `captured` maps each name to its values with a
+      `step` axis (of size `max_new_tokens`) in place of `seq`.
 
     Raises:
       ValueError: for misshapen prompts, bad options, or a cache too short
@@ -474,6 +497,18 @@ def generate(
             f" {type(model).__name__}."
         )
 
+    wanted: tuple[str, ...] = ()
+    if capture is not None:
+        if isinstance(model, TransformerLM):
+            model = _hook_points.with_hook_points(model)
+        available = _hook_points.hook_names(model)
+        if not available:
+            raise ValueError(
+                "generate: capture= needs hook points, and this cached model has none. Insert"
+                " them before caching: KVCachingTransformerLM.from_uncached("
+                "saikei.interp.with_hook_points(lm), ...)."
+            )
+        wanted = tuple(_hook_points.select_names(available, capture, "generate"))
     plan = _Plan(
         max_new_tokens=int(max_new_tokens),
         greedy=temperature == 0,
@@ -481,10 +516,11 @@ def generate(
         use_top_p=temperature != 0 and top_p is not None and top_p < 1,
         batch_names=batch_names,
         new_cache=new_cache,
+        capture=wanted,
     )
     tree, params = unbind_params(model, freeze=True)
     tree, state_vars = unbind_state_vars(tree)
-    tokens, new_state = _generate_jit(
+    tokens, new_state, captured = _generate_jit(
         tree,
         params,
         tuple(v.freeze() for v in state_vars),
@@ -500,6 +536,8 @@ def generate(
     )
     for var, value in zip(state_vars, new_state):
         var.update(value)
+    if capture is not None:
+        return nx.wrap(tokens, *names), captured
     return nx.wrap(tokens, *names)
 
 
