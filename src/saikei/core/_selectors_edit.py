@@ -8,6 +8,7 @@ selection's remainder with new values, in a single rebuild of the tree.
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -338,14 +339,22 @@ class _Inserted:
 def _insert(selection: Selection, value: Any, *, before: bool, and_select: bool) -> Any:
     """Inserts `value` next to every selected list/tuple element."""
     what = "insert_before" if before else "insert_after"
+    # A value whose class defines `__saikei_insert_copy__` (e.g. a saver, whose
+    # variable must not be shared) gets a fresh copy at every place but the first.
+    copy = getattr(type(value), "__saikei_insert_copy__", None)
+    places = itertools.count()
+
+    def new(path: Any) -> Any:
+        return value if copy is None or next(places) == 0 else copy(value)
+
     if not and_select:
         if before:
-            return _inline(selection, lambda path, x: (value, x), what)
-        return _inline(selection, lambda path, x: (x, value), what)
+            return _inline(selection, lambda path, x: (new(path), x), what)
+        return _inline(selection, lambda path, x: (x, new(path)), what)
     if before:
-        tree = _inline(selection, lambda path, x: (_Inserted(value), x), what)
+        tree = _inline(selection, lambda path, x: (_Inserted(new(path)), x), what)
     else:
-        tree = _inline(selection, lambda path, x: (x, _Inserted(value)), what)
+        tree = _inline(selection, lambda path, x: (x, _Inserted(new(path))), what)
     found, remainder = search(tree, (), Finder(lambda x: type(x) is _Inserted, pure=True))
     return selection._derive(
         collections.OrderedDict((path, marker.value) for path, marker in found), remainder

@@ -25,7 +25,6 @@ from treescope import default_magic_autovisualizer as default_magic_autovisualiz
 from treescope import default_sequential_colormap as default_sequential_colormap
 from treescope import register_autovisualize_magic as register_autovisualize_magic
 from treescope import register_context_manager_magic as register_context_manager_magic
-from treescope import render_to_html as render_to_html
 from treescope import render_to_text as render_to_text
 from treescope import using_expansion_strategy as using_expansion_strategy
 from treescope.figures import bolded as bolded
@@ -46,6 +45,10 @@ from saikei.viz._arrays_api import vocab_autovisualizer as vocab_autovisualizer
 from saikei.viz._core_hooks import register_core_hooks as _register_core_hooks
 
 # --- end of array rendering section ---
+from saikei.viz._figures import Figure as Figure
+from saikei.viz._figures import attention_pattern as attention_pattern
+from saikei.viz._figures import heatmap as heatmap
+from saikei.viz._figures import render_to_html as render_to_html
 from saikei.viz._setup import basic_interactive_setup as basic_interactive_setup
 from saikei.viz._setup import disable_interactive_context as disable_interactive_context
 from saikei.viz._setup import display as display
