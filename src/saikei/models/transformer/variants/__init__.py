@@ -5,6 +5,7 @@ hold the builders; `llama`, `mistral` and `gemma` are penzai's per-architecture
 entry points over the llama-like builder.
 """
 
+from saikei.models.transformer.variants import gemma as gemma
 from saikei.models.transformer.variants import gpt2 as gpt2
 from saikei.models.transformer.variants import gpt_neox as gpt_neox
 from saikei.models.transformer.variants import llama as llama
