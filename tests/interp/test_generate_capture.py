@@ -76,3 +76,16 @@ def test_cached_model_without_hook_points_cannot_capture():
     )
     with pytest.raises(ValueError, match="needs hook points"):
         sampling.generate(cached, _prompt(), max_new_tokens=2, temperature=0.0, capture="embed")
+
+
+def test_cached_model_with_hook_points_captures_and_keeps_its_cache():
+    lm = interp.with_hook_points(tiny_lm("llama_list"))
+    cached = sampling.KVCachingTransformerLM.from_uncached(
+        lm, cache_len=12, batch_axes={"batch": 2}
+    )
+    tokens, captured = sampling.generate(
+        cached, _prompt(), max_new_tokens=3, temperature=0.0, capture="logits"
+    )
+    assert int(cached.cache_end_index.value) == 5 + 3 - 1
+    chosen = np.argmax(np.asarray(captured["logits"].unwrap("batch", "step", "vocabulary")), -1)
+    np.testing.assert_array_equal(chosen, np.asarray(tokens.unwrap("batch", "seq")))
