@@ -1,6 +1,6 @@
 """The saikei demo: build a small model from core types, run it, patch it, render it.
 
-Run it with `python -m saikei.demo` (or `bash scripts/demo.sh`). It builds a
+Run it with `python -m saikei.demo` (or `bash scripts/demo.sh --toy`). It builds a
 two-layer MLP out of custom `sk.Struct` layers whose weights are
 `sk.Parameter`s holding `sk.nx` NamedArrays, runs it on a NamedArray input,
 rewrites it with selectors (inserting an activation-capturing layer, then

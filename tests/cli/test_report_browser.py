@@ -35,6 +35,8 @@ ARTIFACTS = REPO_ROOT / "artifacts" / "cli"
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "images" / "report.png"
 SECTIONS = ("facts", "continuation", "attention", "logit-lens", "heads", "model")
 WAIT_S = 60
+# Few tokens keep the end-to-end run short; the README's screenshot shows a longer continuation.
+NEW_TOKENS = "24" if os.environ.get("SAIKEI_DOCS_SCREENSHOT") == "1" else "4"
 
 MODEL_TEXT_JS = """
 const host = document.querySelector("#model treescope-container");
@@ -59,6 +61,26 @@ return colours.size;
 """
 
 
+TOP_INDUCTION_HEAD_JS = """
+const cells = document.querySelectorAll("#heads table.top")[0].rows[1].cells;
+return [Number(cells[0].innerText), Number(cells[1].innerText)];
+"""
+
+# Moves the attention figure's sliders (layer, head) as a user would.
+SET_SLIDERS_JS = """
+const sliders = document.querySelectorAll("#attention input[type=range]");
+[arguments[0], arguments[1]].forEach((value, i) => {
+  sliders[i].value = value;
+  sliders[i].dispatchEvent(new Event("input", {bubbles: true}));
+});
+"""
+
+CANVAS_PIXELS_JS = """
+const canvas = document.querySelector("#attention canvas");
+return canvas.toDataURL().length + ":" + canvas.toDataURL().slice(-200);
+"""
+
+
 @pytest.fixture(scope="module")
 def driver():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -70,7 +92,7 @@ def driver():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in (*CHROMIUM_ARGS, "--window-size=1200,1000"):
+    for arg in (*CHROMIUM_ARGS, "--window-size=1200,1500"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(chromedriver), options=options)
@@ -113,14 +135,17 @@ def _check_page(driver: Any, url: str, screenshot: pathlib.Path) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     _open(driver, url)
-    assert _errors(driver) == []
+    errors = _errors(driver)
+    assert errors == [], errors
     assert driver.execute_script(FETCHED_JS) == []
     for section in SECTIONS:
         assert driver.find_element(By.ID, section).is_displayed()
 
-    collapsed = driver.execute_script(MODEL_TEXT_JS)
+    # Collapsed by default: the root line only, once treescope has laid it out.
+    collapsed = WebDriverWait(driver, WAIT_S).until(
+        lambda d: (t := d.execute_script(MODEL_TEXT_JS)) and "TransformerBlock" not in t and t
+    )
     assert collapsed.startswith("TransformerLM("), collapsed[:200]
-    assert "TransformerBlock" not in collapsed
     host = driver.find_element(By.CSS_SELECTOR, "#model treescope-container")
     driver.execute_script("arguments[0].scrollIntoView()", host)
     host.shadow_root.find_elements(By.CSS_SELECTOR, "label")[0].click()
@@ -128,6 +153,13 @@ def _check_page(driver: Any, url: str, screenshot: pathlib.Path) -> None:
         lambda d: (t := d.execute_script(MODEL_TEXT_JS)) and "body=" in t and t
     )
     assert len(expanded) > len(collapsed)
+    assert _errors(driver) == []
+
+    # Show the top induction head: its layer and head from the report's own table.
+    layer, head = driver.execute_script(TOP_INDUCTION_HEAD_JS)
+    before = driver.execute_script(CANVAS_PIXELS_JS)
+    driver.execute_script(SET_SLIDERS_JS, layer, head)
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(CANVAS_PIXELS_JS) != before)
     assert _errors(driver) == []
 
     driver.execute_script("window.scrollTo(0, 0)")
@@ -166,7 +198,7 @@ def test_default_model_report_end_to_end(driver, tmp_path):
     assert script is not None, "the `saikei` console script is not installed"
     report = tmp_path / "report.html"
     proc = subprocess.run(
-        [script, "inspect", "--max-new-tokens", "4", "--out", str(report)],
+        [script, "inspect", "--max-new-tokens", NEW_TOKENS, "--out", str(report)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -187,6 +219,6 @@ def _write_docs_screenshot(screenshot: pathlib.Path) -> None:
     from PIL import Image
 
     with Image.open(screenshot) as image:
-        small = image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+        small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         small.save(DOCS_SCREENSHOT, optimize=True)

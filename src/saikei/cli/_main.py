@@ -248,6 +248,8 @@ def _cmd_inspect(args: argparse.Namespace, progress: bool) -> int:
         )
         step("writing the report")
         facts = _models.model_facts(lm, config, path)
+        if args.model is None:
+            facts["model"] = f"{path.name} (the default, from {_models.DEFAULT_MODEL_PACKAGE})"
         footer = (
             f"saikei inspect: {len(ids)} prompt tokens, {len(result.token_ids) - len(ids)} new;"
             + ";".join(f" {k} {v:.1f} s" for k, v in result.seconds.items())
@@ -279,7 +281,21 @@ def _cmd_generate(args: argparse.Namespace, progress: bool) -> int:
     lm = _models.load_model(path, progress=progress)
     if args.top_k is not None and args.top_k > lm.metadata.vocab_size:
         raise UsageError(f"--top-k {args.top_k} exceeds the vocabulary ({lm.metadata.vocab_size}).")
-    stream = TextStream(tokenizer, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    waiting = progress
+    if waiting:
+        sys.stderr.write("saikei generate: compiling the decoding loop...")
+        sys.stderr.flush()
+
+    def write(text: str) -> None:
+        nonlocal waiting
+        if waiting:  # the first text: clear the note
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            waiting = False
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    stream = TextStream(tokenizer, write)
     stream_generate(
         lm,
         ids,
@@ -292,6 +308,8 @@ def _cmd_generate(args: argparse.Namespace, progress: bool) -> int:
         rng=jax.random.key(args.seed) if args.temperature > 0 else None,
     )
     stream.finish()
+    if waiting:
+        sys.stderr.write("\r\033[K")
     sys.stdout.write("\n")
     return 0
 

@@ -35,6 +35,8 @@ section { background: #fff; border: 1px solid #dde1e6; border-radius: 8px; margi
   padding: 14px 20px; }
 section h2 { font-size: 18px; margin: 4px 0 10px; }
 p.note { color: #555e6b; font-size: 13px; margin: 4px 0 10px; }
+.facts-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr));
+  gap: 0 28px; align-items: start; }
 table.facts td { padding: 3px 14px 3px 0; font-size: 14px; vertical-align: top; }
 table.facts td:first-child { color: #555e6b; white-space: nowrap; }
 .tokens { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 15px;
@@ -284,9 +286,16 @@ def report_html(
       >>> page.startswith("<!DOCTYPE html>") and "Logit lens" in page
       True
     """
-    facts_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in facts.items())
+    items = list(facts.items())
+    half = (len(items) + 1) // 2
+    facts_html = "".join(
+        '<table class="facts">'
+        + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in part)
+        + "</table>"
+        for part in (items[:half], items[half:])
+    )
     sections = [
-        ("facts", "Model facts", f'<table class="facts">{facts_rows}</table>'),
+        ("facts", "Model facts", f'<div class="facts-grid">{facts_html}</div>'),
         ("continuation", "Greedy continuation", _continuation(result)),
         ("attention", "Attention patterns", _attention(result)),
         ("logit-lens", "Logit lens", _lens(result)),
