@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-pytest.importorskip("gguf")
+gguf = pytest.importorskip("gguf")
 
 from saikei.cli import main  # noqa: E402
 from saikei.models import transformer  # noqa: E402
@@ -84,3 +84,13 @@ def test_refuses_a_non_empty_outdir_without_overwrite(source, tmp_path, capsys):
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert main(["convert", path, str(tmp_path), "--overwrite"]) == 0
     assert (tmp_path / "config.json").is_file() and (tmp_path / "keep.txt").is_file()
+
+
+def test_info_on_the_gguf_file_names_its_tensor_types(source, capsys):
+    model, path = source
+    assert main(["info", path, "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    reader = gguf.GGUFReader(path)
+    assert facts["GGUF tensor types"] == f"F32 ({len(reader.tensors)})"
+    assert facts["format"] == "GGUF file"
+    assert facts["parameters"] == f"{model.num_parameters():,}"

@@ -33,6 +33,7 @@ from saikei.cli._models import checkpoint_config as checkpoint_config
 from saikei.cli._models import context_length as context_length
 from saikei.cli._models import default_model_path as default_model_path
 from saikei.cli._models import encode_prompt as encode_prompt
+from saikei.cli._models import gguf_tensor_types as gguf_tensor_types
 from saikei.cli._models import load_model as load_model
 from saikei.cli._models import load_tokenizer as load_tokenizer
 from saikei.cli._models import model_facts as model_facts

@@ -301,4 +301,42 @@ def model_facts(lm: Any, config: dict[str, Any], path: Path) -> dict[str, str]:
     }
     if path.is_file():
         facts["file size"] = f"{path.stat().st_size / 2**20:,.1f} MiB"
+        if _is_gguf(path):
+            facts["GGUF tensor types"] = gguf_tensor_types(path)
     return facts
+
+
+def gguf_tensor_types(path: str | os.PathLike[str]) -> str:
+    """How many tensors of a GGUF file each storage type holds, e.g. `"Q4_1 (169), F32 (61)"`.
+
+    The loaded model's parameters are dequantized (to float32 unless asked
+    otherwise); this says what the file itself stores.
+
+    Example:
+      >>> import os, tempfile, numpy as np, gguf
+      >>> from saikei.cli import gguf_tensor_types
+      >>> path = os.path.join(tempfile.mkdtemp(), "t.gguf")
+      >>> w = gguf.GGUFWriter(path, "llama")
+      >>> w.add_tensor("a.weight", np.zeros((2, 32), np.float32))
+      >>> w.add_tensor("b.weight", np.zeros((2, 32), np.float16))
+      >>> for step in (w.write_header_to_file, w.write_kv_data_to_file,
+      ...              w.write_tensors_to_file, w.close):
+      ...   step()
+      >>> gguf_tensor_types(path)
+      'F16 (1), F32 (1)'
+    """
+    import gguf
+
+    from saikei.models.transformer import _gguf
+
+    with _gguf.GGUFFile(path) as gguf_file:
+        types = [info.ggml_type for info in gguf_file.tensors.values()]
+    counts: dict[str, int] = {}
+    for t in types:
+        try:
+            name = gguf.GGMLQuantizationType(t).name
+        except ValueError:
+            name = f"type {t}"
+        counts[name] = counts.get(name, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} ({n})" for name, n in ordered)
