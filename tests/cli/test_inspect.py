@@ -107,3 +107,15 @@ def test_prompt_tokens_are_not_regenerated(inspection, tiny_hf_dir):
     tok = transformer.load_tokenizer(tiny_hf_dir)
     assert inspection.token_ids[: inspection.num_prompt] == tok.encode(PROMPT).ids
     assert jnp.asarray(inspection.token_ids).dtype == jnp.int32
+
+
+@pytest.mark.parametrize("length", [2, 3, 4, 9, 10])
+@pytest.mark.parametrize("first", [None, 7])
+def test_induction_probe_repeats_a_block_after_the_first_token(length, first):
+    from saikei.cli._inspection import _repeated_random
+
+    ids, prefix, period = _repeated_random(length, 64, seed=0, first=first)
+    assert len(ids) == length and prefix + 2 * period == length
+    np.testing.assert_array_equal(ids[prefix : prefix + period], ids[prefix + period :])
+    if first is not None and length >= 3:
+        assert ids[0] == first and prefix >= 1

@@ -94,15 +94,27 @@ def token_text(tokenizer: Any, token_id: int) -> str:
     return text
 
 
-def _repeated_random(length: int, vocab_size: int, seed: int) -> tuple[np.ndarray, int, int]:
-    """`length` ids: 0 or 1 filler token, then a random block twice. Returns (ids, start, period)."""
-    period = max(length // 2, 1)
-    start = length - 2 * period
+def _repeated_random(
+    length: int, vocab_size: int, seed: int, first: int | None
+) -> tuple[np.ndarray, int, int]:
+    """`length` ids: `first` (e.g. BOS) if given, a filler token if the rest is odd, then a
+    random block twice. Returns `(ids, prefix, period)`."""
+    head = [] if first is None or length < 3 else [first]
+    period = max((length - len(head)) // 2, 1)
+    prefix = length - 2 * period
     rng = np.random.default_rng(seed)
     low = min(1000, vocab_size // 4)  # skip the low ids, where special tokens tend to sit
     block = rng.integers(low, vocab_size, size=period)
-    filler = np.full(start, block[0])
-    return np.concatenate([filler, block, block]).astype(np.int32), start, period
+    filler = [int(block[0])] * (prefix - len(head))
+    return np.asarray([*head, *filler, *block, *block], dtype=np.int32), prefix, period
+
+
+def _special_ids(tokenizer: Any) -> set[int]:
+    try:
+        decoder = tokenizer.get_added_tokens_decoder()
+    except AttributeError:
+        return set()
+    return {int(i) for i, token in decoder.items() if getattr(token, "special", False)}
 
 
 @jax.jit
@@ -186,7 +198,10 @@ def inspect_model(
     on_step("running with cache")
     begin = time.perf_counter()
     ids = np.asarray([*prompt_ids, *new_ids], dtype=np.int32)
-    probe, start, period = _repeated_random(len(ids), lm.metadata.vocab_size, seed)
+    # The probe starts like the prompt when that starts with a special token (BOS): models
+    # trained with one attend differently without it.
+    first = int(ids[0]) if int(ids[0]) in _special_ids(tokenizer) else None
+    probe, start, period = _repeated_random(len(ids), lm.metadata.vocab_size, seed, first)
     tokens = nx.wrap(jnp.asarray(np.stack([ids, probe])), "batch", "seq")
     logits, cache = interp.run_with_cache(
         lm, tokens, names=["attn.pattern", "resid_pre", "resid_post"]
