@@ -298,7 +298,11 @@ def _indented_code_to_literal_blocks(lines: list[str]) -> list[str]:
 
 def _process_docstring(app, what, name, obj, options, lines):
     type_doc = getattr(type(obj), "__doc__", None)
-    if what in ("data", "attribute") and type_doc and " ".join(lines).split() == type_doc.split():
+    if (
+        what in ("data", "attribute")
+        and isinstance(type_doc, str)
+        and " ".join(lines).split() == type_doc.split()
+    ):
         # A constant without a doc comment of its own shows its type's docstring
         # (`dict`'s, say), which says nothing about the constant.
         lines[:] = []

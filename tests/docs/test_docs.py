@@ -118,6 +118,22 @@ def test_markdown_code_spans_keep_simple_table_columns():
     assert len(out[3]) == len(table[3])
 
 
+def test_constants_do_not_show_their_types_docstring():
+    lines = dict.__doc__.splitlines()
+    saikei_apidoc._process_docstring(None, "data", "PRESETS", {"a": 1}, {}, lines)
+    assert lines == []
+    own = ["Presets by name: `small`, `large`."]
+    saikei_apidoc._process_docstring(None, "data", "PRESETS", {"a": 1}, {}, own)
+    assert own == ["Presets by name: ``small``, ``large``."]
+
+    class Slotted:  # `type(obj).__doc__` is a descriptor here, not a string
+        __slots__ = ("__doc__",)
+
+    other = ["Text."]
+    saikei_apidoc._process_docstring(None, "attribute", "x", Slotted(), {}, other)
+    assert other == ["Text."]
+
+
 def test_kernel_python3_resolves_to_this_interpreter(monkeypatch):
     """conf.py puts this prefix's kernelspec first; its `python` becomes sys.executable."""
     from jupyter_client.kernelspec import KernelSpecManager
