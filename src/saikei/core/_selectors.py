@@ -117,7 +117,7 @@ class Selection(SelectionEdits, Struct):
         return len(self.selected_by_path)
 
     def __treescope_root_repr__(self) -> Any:
-        # saikei.viz registers the renderer (core never imports viz).
+        # the viz layer registers the renderer (core never imports it).
         return _viz_hooks.require("selection_root", "Rendering a Selection")(self)
 
     def show_selection(self) -> None:

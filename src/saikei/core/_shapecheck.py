@@ -63,7 +63,7 @@ class MultiDimVar:
 
     name: str
 
-    # Treescope hook; saikei.viz registers the renderer (core never imports viz).
+    # Treescope hook; the viz layer registers the renderer (core never imports it).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a compact one-line rendering (constructor when expanded)."""
         return _viz_hooks.render("dim_var", self, path, subtree_renderer)
@@ -90,7 +90,7 @@ class DimVar:
 
     name: str | tuple[str, str | int]
 
-    # Treescope hook; saikei.viz registers the renderer (core never imports viz).
+    # Treescope hook; the viz layer registers the renderer (core never imports it).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a compact one-line rendering (constructor when expanded)."""
         return _viz_hooks.render("dim_var", self, path, subtree_renderer)
@@ -148,7 +148,7 @@ class KnownDim:
     size: int
     from_keypath: str | None = None
 
-    # Treescope hook; saikei.viz registers the renderer (core never imports viz).
+    # Treescope hook; the viz layer registers the renderer (core never imports it).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a compact one-line rendering (constructor when expanded)."""
         return _viz_hooks.render("dim_var", self, path, subtree_renderer)
@@ -396,7 +396,7 @@ class ArraySpec(Struct):
     )
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        """Treescope hook: `<ArraySpec dtype(positional | named)>` (registered by saikei.viz)."""
+        """Treescope hook: `<ArraySpec dtype(positional | named)>` (registered by the viz layer)."""
         return _viz_hooks.render("arrayspec", self, path, subtree_renderer)
 
     @property
@@ -547,7 +547,7 @@ class Wildcard(Struct):
     description: str | None = dataclasses.field(default=None, metadata={"pytree_node": False})
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        """Treescope hook: `<Wildcard>` (registered by saikei.viz)."""
+        """Treescope hook: `<Wildcard>` (registered by the viz layer)."""
         return _viz_hooks.render("wildcard", self, path, subtree_renderer)
 
 

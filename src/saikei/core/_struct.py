@@ -533,5 +533,5 @@ class Struct(metaclass=AbstractStructMetaclass):
         return None
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        # saikei.viz registers the renderer (core never imports viz).
+        # the viz layer registers the renderer (core never imports it).
         return _viz_hooks.render("struct", self, path, subtree_renderer)

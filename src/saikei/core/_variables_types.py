@@ -487,7 +487,7 @@ class LabeledVariable(AbstractVariable, Generic[T]):
         )
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        # saikei.viz registers the renderer (core never imports viz).
+        # the viz layer registers the renderer (core never imports it).
         return _viz_hooks.render("variable", self, path, subtree_renderer)
 
 

@@ -1,10 +1,10 @@
-"""The one place where saikei.viz plugs its renderers into core types.
+"""The one place where the viz layer plugs its renderers into core types.
 
-`saikei.core` sits below `saikei.viz` in the layering and never imports it.
+`saikei.core` sits below the viz layer and never imports it.
 Core types still carry treescope's protocol methods (`__treescope_repr__`,
 `__treescope_ndarray_adapter__`, `__treescope_root_repr__`), but those only
-look up a function registered here; importing `saikei.viz` (which
-`from saikei import sk` does) registers them all. Until then core objects
+look up a function registered here; the viz layer registers them all when
+it is imported (`from saikei import sk` does that). Until then core objects
 render through treescope's generic handlers, and the few core methods that
 display something say what to import.
 """
@@ -21,16 +21,16 @@ def register(name: str, function: Callable[..., Any]) -> None:
     """Registers the viz implementation `function` under `name` (viz calls this).
 
     Example:
-      >>> import saikei.viz  # registers the renderers
       >>> from saikei.core import _viz_hooks
-      >>> _viz_hooks.lookup("struct") is not None
-      True
+      >>> _viz_hooks.register("doc-example", lambda node, path, renderer: "drawn")
+      >>> _viz_hooks.lookup("doc-example")(1, None, None)
+      'drawn'
     """
     _HOOKS[name] = function
 
 
 def lookup(name: str) -> Callable[..., Any] | None:
-    """The function registered under `name`, or None if saikei.viz is not loaded.
+    """The function registered under `name`, or None if the viz layer is not loaded.
 
     Example:
       >>> from saikei.core import _viz_hooks
@@ -44,10 +44,13 @@ def require(name: str, what: str) -> Callable[..., Any]:
     """The function registered under `name`; raises a clear error if there is none.
 
     Example:
-      >>> import saikei.viz  # registers the renderers
       >>> from saikei.core import _viz_hooks
-      >>> callable(_viz_hooks.require("display", "show_selection"))
+      >>> _viz_hooks.register("doc-example", print)
+      >>> _viz_hooks.require("doc-example", "this example") is print
       True
+      >>> _viz_hooks.require("no such hook", "this example")
+      Traceback (most recent call last):
+      RuntimeError: this example needs saikei's treescope integration, ...
     """
     function = _HOOKS.get(name)
     if function is None:

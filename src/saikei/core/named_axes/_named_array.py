@@ -742,7 +742,7 @@ class NamedArray(ArrayMethods, Struct):
 
     # ------------------------------------------------------------------ repr
 
-    # saikei.viz registers both treescope implementations (core never imports viz).
+    # the viz layer registers both treescope implementations (core never imports it).
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
         """Treescope hook: a summary with dtype, shapes and statistics, foldable into fields."""
         return _viz_hooks.render("named_array", self, path, subtree_renderer)
