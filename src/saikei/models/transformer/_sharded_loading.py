@@ -40,7 +40,8 @@ from saikei.core import bind_variables, unbind_variables
 from saikei.core import named_axes as nx
 from saikei.models.transformer import _gguf
 
-_ST_DTYPES = {
+# numpy dtypes of safetensors' dtype codes (also used by loading.py).
+SAFETENSORS_DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
     "F16": np.float16,
@@ -90,7 +91,7 @@ class _SafetensorsSlices:
     def read(self, key: str, index: Index) -> np.ndarray:
         handle, start, entry, file = self.where[key]
         shape = tuple(entry["shape"])
-        dtype = _ST_DTYPES.get(entry["dtype"])
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
         if dtype is None:  # e.g. float8: let safetensors decode (the whole tensor)
             from safetensors import safe_open
 

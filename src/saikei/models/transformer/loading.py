@@ -171,18 +171,7 @@ def _weight_files(directory: Path) -> dict[str, Path]:
     raise FileNotFoundError(f"{directory}: no {_WEIGHTS} or {_INDEX} (found {present}).{hint}")
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": jnp.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
+_SAFETENSORS_DTYPES = _sharded_loading.SAFETENSORS_DTYPES
 
 
 class _SafetensorsFile:
