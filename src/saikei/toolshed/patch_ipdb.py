@@ -18,7 +18,7 @@ from typing import Any
 
 import treescope
 
-__all__ = ["patch_ipdb", "unpatch_ipdb"]
+__all__ = ["displayhook_with_ipython", "patch_ipdb", "unpatch_ipdb"]
 
 # The original hook is kept on the patched class itself, so the patch state
 # lives with the object it changes rather than in this module.
@@ -36,8 +36,20 @@ def _pdb_class() -> Any:
     return debugger.Pdb
 
 
-def _treescope_displayhook(self: Any, obj: Any) -> None:
-    """Shows a value entered at the debugger prompt with treescope."""
+def displayhook_with_ipython(self: Any, obj: Any) -> None:
+    """The debugger display hook `patch_ipdb` installs: shows a value with treescope.
+
+    It has the signature of a `Pdb.displayhook` method. `None` (a statement's
+    result) shows nothing, as at a plain prompt.
+
+    Args:
+      self: The debugger instance (unused).
+      obj: The value of the expression typed at the prompt.
+
+    Example:
+      >>> from saikei.toolshed import patch_ipdb
+      >>> patch_ipdb.displayhook_with_ipython(None, None)  # shows nothing
+    """
     if obj is not None:
         treescope.display(obj)
 
@@ -65,7 +77,7 @@ def patch_ipdb() -> None:
     if _ORIGINAL_ATTR in pdb_cls.__dict__:
         return
     setattr(pdb_cls, _ORIGINAL_ATTR, pdb_cls.__dict__.get("displayhook"))
-    pdb_cls.displayhook = _treescope_displayhook
+    pdb_cls.displayhook = displayhook_with_ipython
 
 
 def unpatch_ipdb() -> None:
