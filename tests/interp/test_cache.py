@@ -199,10 +199,7 @@ def test_logit_attrs_take_directions():
     assert _max_diff(by_direction, by_tokens) < ATOL
 
 
-def test_head_results_refuse_post_attention_norms():
-    _, cache = interp.run_with_cache(tiny_lm("gemma2_stack"), _tokens(), names="attn.result")
-    with pytest.raises(ValueError, match="post-attention norm"):
-        cache.head_results()
+# Post-attention norms (Gemma 2/3): tests/interp/test_head_results_post_norm.py
 
 
 def test_stack_has_a_layer_axis():

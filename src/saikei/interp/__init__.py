@@ -31,7 +31,8 @@ Hook point names (`i` is the block index):
   `blocks.{i}.attn.pattern`      attention weights (after the softmax)
   `blocks.{i}.attn.z`            per-head mixed values (input of the output proj.)
   `blocks.{i}.attn.result`       per-head output in embedding space, without the
-                                 output bias (computed only when asked for)
+                                 output bias, before Gemma's post-attention norm
+                                 (computed only when asked for)
   `blocks.{i}.attn_out`          what attention adds to the residual stream
   `blocks.{i}.mlp.pre`           MLP activation input (the gate's, for gated MLPs)
   `blocks.{i}.mlp.post`          input of the MLP output projection
@@ -42,6 +43,10 @@ Hook point names (`i` is the block index):
 
 `resid_post == resid_pre + attn_out + mlp_out` in every family (parallel
 GPT-NeoX blocks included), and `resid_mid == resid_pre + attn_out`.
+`ActivationCache.head_results()` gives per-head results that sum to
+`attn_out` in every family: with Gemma 2/3's post-attention norm, each head's
+`attn.result` is scaled by the norm with its denominator (the RMS of the
+summed heads) frozen from the real run.
 
 Axis names of the values users get (from a cache, in interventions); batch
 axes are whatever the tokens carry, and the order of axes carries no meaning:

@@ -6,10 +6,14 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
+from saikei import nn
 from saikei.core import named_axes as nx
+from saikei.core import select
 from saikei.core._struct import Struct, pytree_dataclass
+from saikei.models.transformer._hook_points import HeadResultSite, HookPoint
 
 
 def _static(**kwargs: Any) -> Any:
@@ -40,6 +44,12 @@ class ActivationCache(Struct, Mapping):
       attn_post_norm: Whether attention outputs are normalized after the
         heads are summed (Gemma 2/3), which makes per-head contributions to
         the residual stream nonlinear.
+      attn_post_norms: For such models, one entry per block: None for a
+        block without a post-attention norm, else `(scale, epsilon)`, the
+        norm's learned per-feature multiplier (over `embedding`) and the
+        epsilon added to its mean square; `head_results` freezes the norm's
+        denominator with them. None when the model has no such norm or its
+        norm is not a shift-free RMS norm.
       has_pos_embed: Whether the model adds learned position embeddings
         (`pos_embed`) to the token embeddings.
 
@@ -65,6 +75,7 @@ class ActivationCache(Struct, Mapping):
     num_layers: int = _static(default=0)
     attn_post_norm: bool = _static(default=False)
     has_pos_embed: bool = _static(default=False)
+    attn_post_norms: Any = None
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.values):
@@ -233,12 +244,25 @@ class ActivationCache(Struct, Mapping):
         return (stacked, labels) if return_labels else stacked
 
     def head_results(self, layer: int | None = None) -> nx.NamedArray:
-        """Each head's output in the embedding space (`attn.result`), of one block or all.
+        """Each head's output as added to the residual stream, of one block or all.
 
         A block's `attn_out` is the sum of its heads' results plus the
         attention output bias (if the model has one). Needs
         `blocks.{i}.attn.result` in the cache (ask `run_with_cache` for
         `"attn.result"`).
+
+        Models that normalize the attention output after summing the heads
+        (Gemma 2/3 post-attention RMS norms) get the usual frozen-norm
+        linearization: the norm's denominator is frozen from the real run, so
+        head `h`'s result is
+        `scale * attn.result[h] / rms(sum over heads of attn.result)`, with
+        `scale` the norm's learned multiplier and the RMS including the
+        norm's epsilon. The results then sum exactly to `attn_out` (what the
+        block adds to the residual stream), and their logit attributions to
+        the logit. `cache["blocks.{i}.attn.result"]` itself stays the
+        per-head output before that norm (what flows into it, and what
+        interventions on `attn.result` change; the real norm then
+        renormalizes).
 
         Args:
           layer: One block's index, or None for every block along `layer`.
@@ -247,9 +271,9 @@ class ActivationCache(Struct, Mapping):
           A NamedArray with a `heads` axis (and `layer` when `layer` is None).
 
         Raises:
-          ValueError: for models that normalize the attention output after
-            summing the heads (Gemma 2/3 post-attention norms): there a
-            head's contribution to the residual stream is not its result.
+          ValueError: for a layer out of range, or a post-attention norm that
+            is not a shift-free RMS norm over `embedding` without an output
+            bias (no model saikei builds has one).
 
         Example:
           >>> import jax
@@ -257,7 +281,8 @@ class ActivationCache(Struct, Mapping):
           >>> from saikei.models.transformer.variants import llamalike
           >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=1,
           ...     query_head_multiplier=2, embedding_dim=8, projection_dim=4,
-          ...     mlp_hidden_dim=16, num_decoder_blocks=2, vocab_size=11)
+          ...     mlp_hidden_dim=16, num_decoder_blocks=2, vocab_size=11,
+          ...     use_post_attn_norm=True)
           >>> lm = llamalike.build_llamalike_transformer(cfg, jax.random.key(0))
           >>> _, cache = sk.interp.run_with_cache(lm, sk.nx.wrap(jax.numpy.arange(4), "seq"),
           ...     names=["attn.result", "attn_out"])
@@ -268,22 +293,36 @@ class ActivationCache(Struct, Mapping):
           >>> float(abs(summed - cache["blocks.1.attn_out"]).data_array.max()) < 1e-5
           True
         """
-        if self.attn_post_norm:
+        if self.attn_post_norm and self.attn_post_norms is None:
             raise ValueError(
                 "ActivationCache.head_results: this model normalizes the attention output after"
-                " summing the heads (a post-attention norm, as in Gemma 2/3), so a head's"
-                " contribution to the residual stream is not linear in its result. Use"
-                " cache['blocks.{i}.attn.result'] (the per-head output before that norm)."
+                " summing the heads with a norm that is not a shift-free RMS norm over"
+                " 'embedding' (or adds an output bias before it), so the heads' results cannot"
+                " be made to sum to attn_out. Use cache['blocks.{i}.attn.result'] (the per-head"
+                " output before that norm)."
             )
         if layer is None:
-            return self.stack("attn.result")
+            return nx.stack([self._head_result(i) for i in range(self.num_layers)], "layer")
         self._layers(layer)
         if layer == self.num_layers:
             raise ValueError(
                 f"ActivationCache.head_results: layer {layer} is past the last block"
                 f" ({self.num_layers - 1})."
             )
-        return self[f"blocks.{layer}.attn.result"]
+        return self._head_result(layer)
+
+    def _head_result(self, i: int) -> nx.NamedArray:
+        result = self[f"blocks.{i}.attn.result"]
+        norms = self.attn_post_norms
+        entry = norms[i] if norms is not None and i < len(norms) else None
+        if entry is None:
+            return result
+        scale, epsilon = entry
+        x = result.astype(jnp.promote_types(result.dtype, jnp.float32))
+        total = nx.nmap(lambda a: a.sum(0))(x.untag("heads"))
+        mean_square = nx.nmap(lambda a: jnp.mean(jnp.square(a)))(total.untag("embedding"))
+        inverse_rms = nx.nmap(jax.lax.rsqrt)(mean_square + epsilon)
+        return (x * inverse_rms * scale).order_like(result)
 
     def apply_final_norm(self, stack: nx.NamedArray, *, add_bias: bool = False) -> nx.NamedArray:
         """Applies the final norm to `stack` with the normalization frozen from the real run.
@@ -338,3 +377,93 @@ class ActivationCache(Struct, Mapping):
             for layer in shifts:
                 value = layer(value)
         return value
+
+
+def post_attention_norms(model: Any) -> tuple[Any, ...] | None:
+    """What `ActivationCache.head_results` needs to freeze post-attention norms.
+
+    For a model with hook points, one entry per block: None where the block
+    has no norm after its attention, else `(scale, epsilon)` of that norm
+    (`scale` is its learned multiplier over `embedding`, sliced to the block
+    inside a `LayerStack`). None when the model has no post-attention norm,
+    or when one of them is not a shift-free RMS norm over `embedding`
+    following an output projection without bias.
+
+    Example:
+      >>> import jax
+      >>> from saikei import sk
+      >>> from saikei.interp import _cache
+      >>> from saikei.models.transformer.variants import llamalike
+      >>> cfg = llamalike.LlamalikeTransformerConfig(num_kv_heads=1, query_head_multiplier=1,
+      ...     embedding_dim=8, projection_dim=4, mlp_hidden_dim=16, num_decoder_blocks=1,
+      ...     vocab_size=11, use_post_attn_norm=True)
+      >>> lm = sk.interp.with_hook_points(
+      ...     llamalike.build_llamalike_transformer(cfg, jax.random.key(0)))
+      >>> (scale, epsilon), = _cache.post_attention_norms(lm)
+      >>> scale.named_shape, round(float(epsilon), 12) == cfg.rms_norm_eps
+      ({'embedding': 8}, True)
+    """
+    attention = (nn.Attention, nn.KVCachingAttention)
+    norms = (nn.LayerNorm, nn.RMSLayerNorm)
+    entries: dict[int, Any] = {}
+    num_layers = 0
+    for hook in select(model).at_instances_of(HookPoint).get_sequence():
+        if hook.site == "resid_pre":
+            num_layers += len(hook.names)
+
+    def norm_after_attention(node: Any) -> bool:
+        layers = getattr(node, "sublayers", None)
+        if not isinstance(node, nn.Sequential) or not layers:
+            return False
+        at = [i for i, x in enumerate(layers) if isinstance(x, attention)]
+        return bool(at) and any(isinstance(x, norms) for x in layers[at[0] + 1 :])
+
+    branches = select(model).at_subtrees_where(norm_after_attention).get_sequence()
+    if not branches:
+        return None
+    for branch in branches:
+        layers = list(branch.sublayers)
+        at = [i for i, x in enumerate(layers) if isinstance(x, attention)]
+        after = [x for x in layers[at[0] + 1 :] if isinstance(x, norms)]
+        norm = after[0]
+        hooks = [
+            h
+            for h in select(branch).at_instances_of(HookPoint).get_sequence()
+            if h.site == "attn_out"
+        ]
+        projections = select(layers[at[0]]).at_instances_of(HeadResultSite).get_sequence()
+        standardize = norm.sublayers[0] if norm.sublayers else None
+        if (
+            not isinstance(norm, nn.RMSLayerNorm)
+            or not isinstance(standardize, nn.RMSStandardize)
+            or standardize.across not in ("embedding", ("embedding",))
+            or len(norm.sublayers) != 2
+            or len(hooks) != 1
+            or len(projections) != 1
+            or not isinstance(projections[0].projection, nn.Linear)
+        ):
+            return None
+        hook = hooks[0]
+        # The multiplier over `embedding` (with the stack axis inside a LayerStack): the
+        # scale layer applied to ones shaped like its parameters.
+        axes: dict[Any, int] = {}
+        for leaf in jax.tree_util.tree_leaves(norm.sublayers[1], is_leaf=nx.is_namedarray):
+            value = getattr(leaf, "value", leaf)
+            if nx.is_namedarray(value):
+                axes.update(value.named_shape)
+        if "embedding" not in axes:
+            return None
+        scale = norm.sublayers[1](nx.ones(axes, jnp.float32))
+        if set(scale.named_shape) - {"embedding", hook.stack_axis}:
+            return None
+        epsilon = jnp.asarray(standardize.epsilon, jnp.float32)
+        if hook.layers is None:
+            entries[hook.current_layer()] = (scale, epsilon)
+            continue
+        for s, index in enumerate(hook.layers):
+            sliced = scale
+            if hook.stack_axis in scale.named_shape:
+                sliced = scale[{hook.stack_axis: s}]
+            eps = epsilon[s] if epsilon.ndim else epsilon
+            entries[index] = (sliced, eps)
+    return tuple(entries.get(i) for i in range(num_layers))

@@ -28,7 +28,7 @@ from saikei.core import (
 )
 from saikei.core import named_axes as nx
 from saikei.core._struct import pytree_dataclass
-from saikei.interp._cache import ActivationCache
+from saikei.interp._cache import ActivationCache, post_attention_norms
 from saikei.models.transformer import model_parts
 from saikei.models.transformer._hook_points import (
     HookPoint,
@@ -212,6 +212,7 @@ def _run_impl(tree: Any, values: tuple, tokens: Any, side: dict, wanted: tuple[s
         final_norm_affine=list(norm.sublayers[1:]),
         final_norm_centers=isinstance(norm, nn.LayerNorm),
         num_layers=sum(1 for n in hook_names(model) if n.endswith(".resid_pre")),
+        attn_post_norms=post_attention_norms(model),
         **_model_facts(model),
     )
     return logits, cache
