@@ -431,9 +431,9 @@ class LayerWeights:
         return self._proj("attn_value_to_output")[1]
 
     def _mlp(self) -> list[tuple[nx.NamedArray, nx.NamedArray | None]]:
-        ffw = _feed_forward_of(self._block().layer, self.index)
-        what = f"feed-forward of block {self.index}"
         block = self._block()
+        ffw = _feed_forward_of(block.layer, self.index)
+        what = f"feed-forward of block {self.index}"
         out = []
         for layer in select(ffw).at_instances_of(_PROJECTIONS).get_sequence():
             weight, bias = _linear_and_bias(layer, what)
