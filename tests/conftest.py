@@ -1,4 +1,4 @@
-"""Shared pytest configuration: hypothesis profiles.
+"""Shared pytest configuration: hypothesis profiles, no persistent compilation cache.
 
 Profiles (pick one with HYPOTHESIS_PROFILE=name; CI=true selects "ci"):
 
@@ -6,11 +6,19 @@ Profiles (pick one with HYPOTHESIS_PROFILE=name; CI=true selects "ci"):
   compiles on first use, so wall-clock deadlines only measure the compiler).
 - "ci": the same, derandomized so a CI failure reproduces on any machine.
 - "thorough": more examples, for a local soak before a release.
+
+saikei's persistent compilation cache (on by default at `import saikei`) is off in
+the suite unless SAIKEI_COMPILATION_CACHE is set: tests neither write into the
+user's ~/.cache nor run faster or differently on a warm cache.
+tests/test_compilation_cache.py turns it on in subprocesses of its own.
 """
 
 import os
 
 from hypothesis import HealthCheck, settings
+
+# Set before any test module (or doctest) imports saikei.
+os.environ.setdefault("SAIKEI_COMPILATION_CACHE", "0")
 
 _COMMON = {
     "deadline": None,
