@@ -53,6 +53,10 @@ def _pin_threads_before_imports() -> None:
     if "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {_THREAD_XLA_FLAGS}".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # saikei's persistent compilation cache is process-wide: with it on, a
+    # case that times compilation would time a cache load from its second
+    # repeat on, for the peer too. Cases that measure the cache set it.
+    os.environ.setdefault("SAIKEI_COMPILATION_CACHE", "0")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 

@@ -96,6 +96,7 @@ API_MODULES = [
     "saikei.interp",
     "saikei.interp.*",
     "saikei.distributed",
+    "saikei",
 ]
 
 

@@ -235,6 +235,46 @@ def test_linear_matches_numpy_for_random_shapes(n_in, n_out, n_par, batch, permu
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    w_order=st.permutations(["a1", "a2", "b1", "b2", "p"]),
+    x_order=st.permutations(["n1", "n2", "a1", "a2", "p"]),
+    use_par=st.booleans(),
+    two_in=st.booleans(),
+    two_out=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_any_weight_and_input_layout_matches_numpy(
+    w_order, x_order, use_par, two_in, two_out, seed
+):
+    # Weights stored in any axis order, with several in/out/parallel axes, go
+    # through the merged-matrix path when their groups are adjacent and the
+    # general contraction otherwise; both must give numpy's answer.
+    sizes = {"n1": 2, "n2": 3, "a1": 4, "a2": 2, "b1": 3, "b2": 2, "p": 2}
+    dropped = {"p"} - {"p" if use_par else ""} | ({"a2"} - {"a2" if two_in else ""})
+    dropped |= {"b2"} - {"b2" if two_out else ""}
+    w_names = [n for n in w_order if n not in dropped]
+    x_names = [n for n in x_order if n not in dropped]
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=[sizes[n] for n in w_names]).astype(np.float32)
+    x = rng.normal(size=[sizes[n] for n in x_names]).astype(np.float32)
+    layer = sk.nn.Linear(
+        weights=sk.Parameter(label="w", value=sk.nx.wrap(w, *w_names)),
+        in_axis_names=tuple(n for n in ("a1", "a2") if n not in dropped),
+        out_axis_names=tuple(n for n in ("b1", "b2") if n not in dropped),
+    )
+    out = jax.jit(layer)(sk.nx.wrap(x, *x_names))
+    letters = {n: chr(ord("c") + i) for i, n in enumerate(sizes)}
+    out_names = [n for n in ("n1", "n2", "p", "b1", "b2") if n not in dropped]
+    spec = (
+        f"{''.join(letters[n] for n in x_names)},{''.join(letters[n] for n in w_names)}"
+        f"->{''.join(letters[n] for n in out_names)}"
+    )
+    expected = np.einsum(spec, x.astype(np.float64), w.astype(np.float64))
+    assert out.named_shape == {n: sizes[n] for n in out_names}
+    np.testing.assert_allclose(_np(out, *out_names), expected, rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- AddBias
 
 

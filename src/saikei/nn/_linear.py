@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from saikei.core import named_axes
 from saikei.core._struct import pytree_dataclass
@@ -78,6 +79,26 @@ def _dims(names: Sequence[Any], order: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(order.index(name) for name in names)
 
 
+def _grouped(names: tuple[Any, ...], groups: Sequence[Sequence[Any]]) -> list[int] | None:
+    """The order of `groups` along `names`, if each group's axes are adjacent in that order.
+
+    Returns the group indices in the order they appear in `names` (empty
+    groups left out), or None when some group is split or out of order.
+    """
+    label = {name: index for index, group in enumerate(groups) for name in group}
+    runs: list[int] = []
+    for name in names:
+        if not runs or runs[-1] != label[name]:
+            runs.append(label[name])
+    if len(runs) != len(set(runs)):
+        return None
+    for group in groups:
+        inside = [name for name in names if name in group]
+        if inside != list(group):
+            return None
+    return runs
+
+
 def _dot(
     left: NamedArray,
     right: NamedArray,
@@ -86,25 +107,78 @@ def _dot(
 ) -> NamedArray:
     """Contracts `contracted` and vectorizes over `batch` with one `dot_general`.
 
-    Both arrays must have named axes only. The result's axes are `batch`,
-    then the remaining axes of `left`, then those of `right`, which is the
-    order `dot_general` produces, so no data moves.
+    Both arrays must have named axes only. The result's axes are `batch` (in
+    `right`'s order), then the remaining axes of `left`, then those of
+    `right`, which is the order `dot_general` produces, so no data moves.
+
+    When each operand's batch, contracted and kept axes sit together (in
+    either order, as in a weight stored `(out..., in...)`), the axes of each
+    group are merged first, so XLA sees a matrix product of at most three
+    dimensions in the operands' own layout. Without that, XLA brings a
+    multi-axis weight to its canonical `(batch, in, out)` order with a copy,
+    which at one token per step costs more than the product itself.
     """
     left_names, right_names = left.axis_names, right.axis_names
-    data = jax.lax.dot_general(
-        left.data_array,
-        right.data_array,
-        (
-            (_dims(contracted, left_names), _dims(contracted, right_names)),
-            (_dims(batch, left_names), _dims(batch, right_names)),
-        ),
-    )
     skip = set(contracted) | set(batch)
-    out_names = (
-        *batch,
-        *(n for n in left_names if n not in skip),
-        *(n for n in right_names if n not in skip),
-    )
+    left_free = tuple(n for n in left_names if n not in skip)
+    right_free = tuple(n for n in right_names if n not in skip)
+    # Contracted and batch axes follow the weight's (right's) order on both sides.
+    contracted = tuple(n for n in right_names if n in set(contracted))
+    batch = tuple(n for n in right_names if n in set(batch))
+    out_names = (*batch, *left_free, *right_free)
+    left_groups = (batch, contracted, left_free)
+    right_groups = (batch, contracted, right_free)
+    left_data, right_data = left.data_array, right.data_array
+    left_runs = _grouped(left_names, left_groups)
+    right_runs = _grouped(right_names, right_groups)
+    # The weight (right) keeps its layout; a small activation can move.
+    if right_runs is not None and left_runs is None:
+        moved = (*batch, *left_free, *contracted)
+        left_data = jnp.transpose(left_data, _dims(moved, left_names))
+        left_runs = [g for g in (0, 2, 1) if left_groups[g]]
+    elif left_runs is not None and right_runs is None:
+        moved = (*batch, *contracted, *right_free)
+        right_data = jnp.transpose(right_data, _dims(moved, right_names))
+        right_runs = [g for g in (0, 1, 2) if right_groups[g]]
+    if left_runs is None or right_runs is None:
+        data = jax.lax.dot_general(
+            left_data,
+            right_data,
+            (
+                (_dims(contracted, left_names), _dims(contracted, right_names)),
+                (_dims(batch, left_names), _dims(batch, right_names)),
+            ),
+        )
+        return NamedArray(data, out_names)
+    sizes = {**left.named_shape, **right.named_shape}
+
+    def merged(array: jax.Array, runs: list[int], groups: tuple[Any, ...]) -> jax.Array:
+        shape = [int(np.prod([sizes[n] for n in groups[g]], dtype=int)) for g in runs]
+        return array.reshape(shape)
+
+    lhs = merged(left_data, left_runs, left_groups)
+    rhs = merged(right_data, right_runs, right_groups)
+
+    def dim(runs: list[int], group: int) -> tuple[int, ...]:
+        return (runs.index(group),) if group in runs else ()
+
+    if right_runs == [2, 1] and lhs.ndim == 2:
+        # A weight stored (out, in) times a few rows: written as `x @ w.T`,
+        # XLA's CPU backend turns a one-row product into a fused loop that
+        # streams the weight once (reading it in place even from a
+        # LayerStack slice); the plain contraction becomes a library call that
+        # first copies such a slice.
+        data = jax.lax.dot_general(lhs, rhs.T, ((dim(left_runs, 1), (0,)), ((), ())))
+    else:
+        data = jax.lax.dot_general(
+            lhs,
+            rhs,
+            (
+                (dim(left_runs, 1), dim(right_runs, 1)),
+                (dim(left_runs, 0), dim(right_runs, 0)),
+            ),
+        )
+    data = data.reshape([sizes[n] for n in out_names])
     return NamedArray(data, out_names)
 
 
