@@ -224,7 +224,7 @@ class KVCachingAttention(Layer):
           ...     sk.nn.Attention(ident, ident, ident, ident, ident), "seq", 8,
           ...     {"heads": 2, "projection": 4}, "cache_end_index", cache_label="cache_0")
           >>> layer.kv_cache.label, layer.kv_cache.value[0].named_shape
-          ('cache_0', {'heads': 2, 'projection': 4, 'seq': 8})
+          ('cache_0', {'heads': 2, 'seq': 8, 'projection': 4})
         """
         if not isinstance(original, Attention):
             raise TypeError(
@@ -248,7 +248,12 @@ class KVCachingAttention(Layer):
                 f" {cached_axes} must not contain the sequence axis {sequence_axis!r} or the"
                 f" layerstack axes {stack_axes}."
             )
-        shape = {**stack_axes, **cached_axes, sequence_axis: int(cache_len)}
+        # The sequence axis goes before the last cached axis (the per-head
+        # features in attention): `(..., heads, seq, features)` is the layout
+        # both attention products read without moving the cache.
+        shape = {**stack_axes, **dict(list(cached_axes.items())[:-1])}
+        shape[sequence_axis] = int(cache_len)
+        shape.update(list(cached_axes.items())[-1:])
         metadata = {}
         if stack_axes:
             metadata[LAYERSTACK_AXES_METADATA_KEY] = {
