@@ -9,6 +9,8 @@ call with its `data_array` and `axis_names` fields.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,7 +19,9 @@ from treescope import dtype_util, lowering, rendering_parts
 from treescope.external import jax_support
 
 from saikei.core.named_axes import NamedArray
-from saikei.viz._struct_handlers import with_executable_arrays
+from saikei.viz._copy_paths import CopyPathButton, in_path_scope
+from saikei.viz._data_array_rendering import render_data_array
+from saikei.viz._node_building import constructor_node, field_lines
 
 
 def named_array_shape_summary(array: NamedArray) -> str:
@@ -116,14 +120,20 @@ def _label_text(array: NamedArray, stats: str) -> str:
 
 
 def _constructor_children(
-    array: NamedArray, path: str | None, subtree_renderer: Any
+    array: NamedArray,
+    path: str | None,
+    subtree_renderer: Any,
+    statistics: Callable[[], str] | None = None,
 ) -> list[rendering_parts.RenderableTreePart]:
-    return rendering_parts.build_field_children(
-        array,
-        path,
-        with_executable_arrays(subtree_renderer),
-        fields_or_attribute_names=("data_array", "axis_names"),
-    )
+    data = array.data_array
+
+    def render(value: Any, path: str | None = None) -> Any:
+        if value is data and statistics is not None:
+            return render_data_array(value, path, subtree_renderer, statistics)
+        return subtree_renderer(value, path=path)
+
+    fields = [("data_array", data, False, False), ("axis_names", array.axis_names, False, False)]
+    return field_lines(path, fields, render)
 
 
 def build_summary_foldable(
@@ -184,19 +194,19 @@ def build_summary_foldable(
 
 def _build_node(
     array: NamedArray,
-    path: str | None,
     children: list[rendering_parts.RenderableTreePart],
     stats: str,
     expand_state: rendering_parts.ExpandState,
 ) -> rendering_parts.RenderableTreePart:
     summary = _label_text(array, stats)
     kind = wrapped_kind(array.data_array)
+    # The copy-path button is the line annotation `render_named_array` adds.
     return build_summary_foldable(
         type(array),
         f"<{type(array).__name__} {summary} (wrapping {kind})>",
         summary,
         children,
-        path,
+        None,
         expand_state,
     )
 
@@ -233,13 +243,11 @@ def render_named_array(
         data.shape
     ):
         # Inconsistent wrappers must still render; show the raw fields.
-        return rendering_parts.build_foldable_tree_node_from_children(
-            prefix=rendering_parts.siblings(
-                rendering_parts.maybe_qualified_type_name(type(array)), "("
-            ),
-            children=_constructor_children(array, path, subtree_renderer),
-            suffix=")",
-            path=path,
+        return constructor_node(
+            rendering_parts.siblings(rendering_parts.maybe_qualified_type_name(type(array)), "("),
+            _constructor_children(array, path, subtree_renderer),
+            ")",
+            path,
         )
 
     def placeholder() -> rendering_parts.RenderableTreePart:
@@ -250,19 +258,20 @@ def render_named_array(
             )
         )
 
+    # Computed once, for the summary and for the data array's own label.
+    statistics = functools.cache(lambda: value_statistics(data))
     # Children are rendered now, not in the deferred thunk: the renderer's
     # contexts (shared-value tracking, autovisualizer) are gone by the time a
     # streaming display runs deferred thunks.
-    children = _constructor_children(array, path, subtree_renderer)
+    children = _constructor_children(array, path, subtree_renderer, statistics)
 
     def thunk(
         expand_state: rendering_parts.ExpandState | None,
     ) -> rendering_parts.RenderableTreePart:
         return _build_node(
             array,
-            path,
             children,
-            value_statistics(data),
+            statistics(),
             # Arrays start collapsed unless something explicitly expanded the
             # placeholder (a weak expansion only reflects available width).
             rendering_parts.ExpandState.EXPANDED
@@ -270,7 +279,12 @@ def render_named_array(
             else rendering_parts.ExpandState.COLLAPSED,
         )
 
-    return rendering_parts.RenderableAndLineAnnotations(
-        renderable=lowering.maybe_defer_rendering(main_thunk=thunk, placeholder_thunk=placeholder),
-        annotations=rendering_parts.build_copy_button(path),
+    return in_path_scope(
+        rendering_parts.RenderableAndLineAnnotations(
+            renderable=lowering.maybe_defer_rendering(
+                main_thunk=thunk, placeholder_thunk=placeholder
+            ),
+            annotations=CopyPathButton(path) if path else rendering_parts.empty_part(),
+        ),
+        path,
     )

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from treescope import repr_lib
+from treescope import rendering_parts
+
+from saikei.viz._node_building import constructor_node, field_lines
 
 __all__ = ["render_variable"]
 
@@ -42,15 +44,23 @@ def render_variable(variable: Any, path: str | None, subtree_renderer: Any) -> A
         metadata={},
       )
     """
-    return repr_lib.render_object_constructor(
-        object_type=type(variable),
-        attributes={
-            "label": variable.label,
-            "value": variable._value,
-            "metadata": variable.metadata,
-        },
-        path=path,
-        subtree_renderer=subtree_renderer,
-        roundtrippable=False,
-        color=variable.treescope_color(),
+    prefix = rendering_parts.siblings(
+        rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text("<")),
+        rendering_parts.maybe_qualified_type_name(type(variable)),
+        "(",
+    )
+    suffix = rendering_parts.siblings(
+        ")", rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text(">"))
+    )
+    fields = [
+        ("label", variable.label, False, False),
+        ("value", variable._value, False, False),
+        ("metadata", variable.metadata, False, False),
+    ]
+    return constructor_node(
+        prefix,
+        field_lines(path, fields, subtree_renderer, executable_arrays=False),
+        suffix,
+        path,
+        background_color=variable.treescope_color(),
     )
