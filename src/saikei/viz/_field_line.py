@@ -17,9 +17,20 @@ from typing import Any
 
 from treescope import rendering_parts
 
-from saikei.viz._copy_paths import CSSStyleRule, HtmlContextForSetup, JavaScriptDefn
+from saikei.viz._copy_paths import (
+    CopyPathButton,
+    CSSStyleRule,
+    HtmlContextForSetup,
+    JavaScriptDefn,
+)
 
-__all__ = ["FieldLine"]
+__all__ = ["STATIC_FIELD_CSS", "FieldLine"]
+
+# The `name=` of static fields is muted in HTML, so that they can be told
+# apart from pytree children (text output is unchanged, so that roundtrip
+# renderings stay valid Python).
+STATIC_FIELD_CSS = "font-style: italic; opacity: 0.72;"
+_STATIC_FIELD_RULE = CSSStyleRule(f".sk_static {{ {STATIC_FIELD_CSS} }}")
 
 # The CSS that shows `when_collapsed` / `when_expanded` spans (treescope's
 # fold-condition rule), looked up once per setup context.
@@ -50,7 +61,7 @@ class FieldLine(rendering_parts.RenderableTreePart):
       annotations: Line annotations of the value (e.g. its copy-path button),
         shown at the end of the line when the parent is expanded.
       last: Whether this is the last item.
-      label_css: Inline CSS for the label in HTML, or None.
+      static: Whether the label names a static field (`STATIC_FIELD_CSS`).
       always_comma: Whether the last item keeps its comma on one line.
 
     Example:
@@ -66,7 +77,7 @@ class FieldLine(rendering_parts.RenderableTreePart):
     value: rendering_parts.RenderableTreePart
     annotations: rendering_parts.RenderableTreePart | None
     last: bool
-    label_css: str | None = None
+    static: bool = False
     always_comma: bool = False
 
     def _compute_collapsed_width(self) -> int:
@@ -97,6 +108,8 @@ class FieldLine(rendering_parts.RenderableTreePart):
         rules = _fold_rules(context) | self.value.html_setup_parts(context)
         if self.annotations is not None:
             rules |= self.annotations.html_setup_parts(context)
+        if self.static:
+            rules.add(_STATIC_FIELD_RULE)
         return rules
 
     def render_to_html(
@@ -107,8 +120,8 @@ class FieldLine(rendering_parts.RenderableTreePart):
         render_context: dict[Any, Any],
     ) -> None:
         label = html.escape(self.label)
-        if self.label_css is not None:
-            label = f'<span style="{html.escape(self.label_css)}">{label}</span>'
+        if self.static:
+            label = f'<span class="sk_static">{label}</span>'
         stream.write(label)
         self.value.render_to_html(
             stream,
@@ -121,7 +134,10 @@ class FieldLine(rendering_parts.RenderableTreePart):
             stream.write(",")
         else:
             stream.write('<span class="when_expanded">,</span>')
-        if self.annotations is not None:
+        if type(self.annotations) is CopyPathButton:
+            # Copy buttons already hide themselves inside collapsed nodes.
+            self.annotations.render_to_html(stream, render_context=render_context)
+        elif self.annotations is not None:
             stream.write('<span class="when_expanded">')
             self.annotations.render_to_html(stream, render_context=render_context)
             stream.write("</span>")

@@ -30,38 +30,12 @@ from saikei.viz._copy_paths import CopyPathButton, compact_copy_button, in_path_
 from saikei.viz._field_line import FieldLine
 
 __all__ = [
-    "STATIC_FIELD_CSS",
     "array_source",
     "constructor_node",
     "field_lines",
     "render_child",
-    "static_field_style",
     "with_executable_arrays",
 ]
-
-# Applied to the `name=` of static fields in HTML (text output is unchanged so
-# that roundtrip renderings stay valid Python).
-
-
-STATIC_FIELD_CSS = "font-style: italic; opacity: 0.72;"
-
-
-def static_field_style(part: rendering_parts.RenderableTreePart) -> Any:
-    """Wraps the `name=` part of a static field in the muted static-field style.
-
-    Args:
-      part: The rendering part to wrap.
-
-    Returns:
-      The styled part (the text output is unchanged).
-
-    Example:
-      >>> from treescope import lowering, rendering_parts
-      >>> part = static_field_style(rendering_parts.text("name="))
-      >>> lowering.render_to_text_as_root(part)
-      'name='
-    """
-    return rendering_parts.custom_style(part, css_style=STATIC_FIELD_CSS)
 
 
 def _collapse_all(rendering: Any) -> None:
@@ -296,7 +270,7 @@ def field_lines(
     Args:
       path: The key path of the node whose fields these are (None if unknown).
       fields: `(name, value, is_static, always_collapse)` per field; static
-        names get `static_field_style`, always-collapsed values never expand.
+        names are muted in HTML, always-collapsed values never expand.
       subtree_renderer: Treescope's renderer for values that are not plain
         leaves (see `render_child`).
       executable_arrays: Whether small arrays render as source in roundtrip
@@ -331,7 +305,7 @@ def field_lines(
                 renderable,
                 annotations,
                 last=i == last,
-                label_css=STATIC_FIELD_CSS if is_static else None,
+                static=is_static,
             )
         )
     return lines
