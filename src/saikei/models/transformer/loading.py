@@ -249,7 +249,7 @@ def load_pretrained(
     *,
     dtype: Any = None,
     activation_dtype: Any = None,
-    use_layer_stack: bool = False,
+    use_layer_stack: bool = True,
     progress: bool = True,
     name: str = "transformer",
     hook_points: bool = False,
@@ -268,7 +268,11 @@ def load_pretrained(
       activation_dtype: Dtype of the activations; None means `dtype`. E.g.
         `dtype="bfloat16", activation_dtype="float32"` keeps bfloat16 weights
         but computes (and lets you inspect) activations in float32.
-      use_layer_stack: Build the blocks as one `sk.nn.LayerStack`.
+      use_layer_stack: Build the blocks as one `sk.nn.LayerStack` (the
+        default): one block's computation runs over weights stacked along a
+        `blocks` axis, so compile time stays flat in depth and decoding reads
+        each weight in place. `False` gives a `Sequential` of separate blocks
+        (penzai's default), e.g. to edit one block's structure.
       progress: Show a progress bar on stderr (tqdm if installed, else a
         counter).
       name: Prefix of the parameter labels.
