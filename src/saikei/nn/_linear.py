@@ -162,12 +162,12 @@ def _dot(
     def dim(runs: list[int], group: int) -> tuple[int, ...]:
         return (runs.index(group),) if group in runs else ()
 
-    if right_runs == [2, 1] and lhs.ndim == 2:
-        # A weight stored (out, in) times a few rows: written as `x @ w.T`,
-        # XLA's CPU backend turns a one-row product into a fused loop that
-        # streams the weight once (reading it in place even from a
-        # LayerStack slice); the plain contraction becomes a library call that
-        # first copies such a slice.
+    if right_runs == [2, 1] and lhs.ndim == 2 and lhs.shape[0] == 1:
+        # One row times a weight stored (out, in), as in decoding one token:
+        # written as `x @ w.T`, XLA's CPU backend turns it into a fused loop
+        # that streams the weight once, reading it in place even from a
+        # LayerStack slice, where the plain contraction becomes a library call
+        # that first copies the slice. With more rows the library call wins.
         data = jax.lax.dot_general(lhs, rhs.T, ((dim(left_runs, 1), (0,)), ((), ())))
     else:
         data = jax.lax.dot_general(
