@@ -32,7 +32,13 @@ from treescope._internal.parts.part_interface import (
     JavaScriptDefn,
 )
 
-__all__ = ["CopyPathButton", "PathScope", "compact_copy_button", "in_path_scope"]
+__all__ = [
+    "CopyPathButton",
+    "PathScope",
+    "compact_copy_button",
+    "in_path_scope",
+    "open_scope",
+]
 
 # render_context key holding the absolute path of the innermost enclosing scope.
 _SCOPE_KEY = "saikei.viz.copy_path_scope"
@@ -117,6 +123,21 @@ def _relative(path: str, render_context: dict[Any, Any]) -> tuple[str, bool]:
     if scope is not None and path.startswith(scope):
         return path[len(scope) :], False
     return path, True
+
+
+def open_scope(path: str, render_context: dict[Any, Any]) -> tuple[str, dict[Any, Any]]:
+    """The opening tag of a path scope for `path`, and the render context inside it.
+
+    Example:
+      >>> open_scope(".a.b", {_SCOPE_KEY: ".a"})[0]
+      '<span data-p=".b">'
+    """
+    key, whole = _relative(path, render_context)
+    absolute = " data-a" if whole else ""
+    return (
+        f'<span data-p="{html.escape(key)}"{absolute}>',
+        {**render_context, _SCOPE_KEY: path},
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,13 +279,10 @@ class PathScope(rendering_parts.RenderableTreePart):
         at_beginning_of_line: bool = False,
         render_context: dict[Any, Any],
     ) -> None:
-        key, whole = _relative(self.path, render_context)
-        absolute = " data-a" if whole else ""
-        stream.write(f'<span data-p="{html.escape(key)}"{absolute}>')
+        opening, inner_context = open_scope(self.path, render_context)
+        stream.write(opening)
         self.child.render_to_html(
-            stream,
-            at_beginning_of_line=at_beginning_of_line,
-            render_context={**render_context, _SCOPE_KEY: self.path},
+            stream, at_beginning_of_line=at_beginning_of_line, render_context=inner_context
         )
         stream.write("</span>")
 

@@ -17,7 +17,7 @@ renderer as usual.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import jax
@@ -28,6 +28,7 @@ from treescope import handlers, rendering_parts
 
 from saikei.viz._copy_paths import CopyPathButton, compact_copy_button, in_path_scope
 from saikei.viz._field_line import FieldLine
+from saikei.viz._node_html import TemplatedNode, node_template
 
 __all__ = [
     "array_source",
@@ -196,6 +197,7 @@ def _render_immutable(value: Any, path: str | None) -> Any:
         child_type_single_and_plural=("element", "elements"),
         # Items' buttons stay short relative to the enclosing node's scope.
         path_scope=False,
+        template_key="tuple",
     )
 
 
@@ -211,6 +213,7 @@ def _render_list(value: list[Any], path: str | None, subtree_renderer: Any) -> A
         path,
         child_type_single_and_plural=("element", "elements"),
         path_scope=False,
+        template_key="list",
     )
 
 
@@ -322,12 +325,15 @@ def constructor_node(
     first_line_annotation: rendering_parts.RenderableTreePart | None = None,
     child_type_single_and_plural: tuple[str, str] | None = None,
     path_scope: bool = True,
+    template_key: Hashable | None = None,
 ) -> rendering_parts.RenderableAndLineAnnotations:
     """`rendering_parts.build_foldable_tree_node_from_children` with saikei's copy paths.
 
     The node looks and folds exactly like treescope's; its copy-path button
     is a `CopyPathButton` and, with `path_scope`, it is a `PathScope` for the
-    buttons inside it.
+    buttons inside it. With a `template_key` (which must determine `prefix`
+    and `suffix`), its HTML is written from a template shared by all nodes
+    with that key (see `saikei.viz._node_html`).
 
     Example:
       >>> from treescope import lowering
@@ -352,6 +358,27 @@ def constructor_node(
             first_line_annotation=first_line_annotation,
             child_type_single_and_plural=child_type_single_and_plural,
         )
+        if template_key is not None:
+            template = node_template(
+                (template_key, background_color, background_pattern),
+                prefix,
+                suffix,
+                background_color=background_color,
+                background_pattern=background_pattern,
+                has_annotation=first_line_annotation is not None,
+                items=child_type_single_and_plural,
+                n_children=len(children),
+            )
+            return rendering_parts.RenderableAndLineAnnotations(
+                renderable=TemplatedNode(
+                    reference=node.renderable,
+                    template=template,
+                    annotation=first_line_annotation,
+                    lines=tuple(children),
+                    scope_path=path if path_scope else None,
+                ),
+                annotations=node.annotations,
+            )
     else:
         node = rendering_parts.build_one_line_tree_node(
             line=rendering_parts.siblings(prefix, suffix), background_color=background_color

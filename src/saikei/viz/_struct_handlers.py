@@ -141,6 +141,7 @@ def render_struct(obj: Any, path: str | None, subtree_renderer: Any) -> Any:
             if info.is_sequential_subclass
             else None
         ),
+        template_key=(cls, info.uses_from_attributes),
     )
 
 

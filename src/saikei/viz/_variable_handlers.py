@@ -63,4 +63,5 @@ def render_variable(variable: Any, path: str | None, subtree_renderer: Any) -> A
         suffix,
         path,
         background_color=variable.treescope_color(),
+        template_key=type(variable),
     )
