@@ -591,3 +591,21 @@ def test_attention_without_a_position_mask_cannot_be_cached():
         sampling.KVCachingTransformerLM.from_uncached(unmasked, 8, {"batch": 1})
     with pytest.raises(TypeError, match="expected a TransformerLM"):
         sampling.KVCachingTransformerLM.from_uncached(_built_lm(False).body, 8, {})
+
+
+def test_unstacked_model_computes_what_the_layerstack_does():
+    # Batched generate runs a LayerStack's blocks as a list (XLA's CPU matmul
+    # would otherwise copy each block's weights at every step); the list must
+    # compute exactly what the stack does.
+    stacked = _lm("llama_gqa", True)
+    unstacked = sampling._unstacked(stacked)
+    assert sk.select(unstacked).at_instances_of(sk.nn.LayerStack).count() == 0
+    assert sampling._stack_holds_only_parameters(stacked)
+    assert not sampling._stack_holds_only_parameters(unstacked)
+    tokens = sk.nx.wrap(jnp.asarray(_tokens(2, 5)), "batch", "seq")
+    np.testing.assert_allclose(
+        np.asarray(unstacked(tokens).unwrap("batch", "seq", "vocabulary")),
+        np.asarray(stacked(tokens).unwrap("batch", "seq", "vocabulary")),
+        rtol=1e-5,
+        atol=1e-5,
+    )
