@@ -112,7 +112,34 @@ def value_statistics(data: Any) -> str:
         return ""
     if data.size == 0 or data.is_deleted():
         return ""
-    return jax_support.summarize_array_data(data)
+    fast = _finite_float_statistics(data)
+    return jax_support.summarize_array_data(data) if fast is None else fast
+
+
+def _finite_float_statistics(data: jax.Array) -> str | None:
+    """`summarize_array_data` for a float32/64 array whose values are all finite, else None.
+
+    Treescope computes the same numpy statistics, after replacing infinities
+    by NaN and counting NaNs and infinities; with none of them present those
+    steps change nothing and are skipped.
+    """
+    if data.dtype not in (np.float32, np.float64) or not jax_support.safe_to_summarize(data):
+        return None
+    values = np.asarray(data)
+    if not np.isfinite(values).all():
+        return None
+    mean = np.nanmean(values, dtype=np.float32)
+    std = np.nanstd(values, dtype=np.float32)
+    low = np.nanmin(values).astype(np.float32)
+    high = np.nanmax(values).astype(np.float32)
+    text = f" ≈{mean:.2} ±{std:.2} [≥{low:.2}, ≤{high:.2}]"
+    zero = np.count_nonzero(values == 0)
+    nonzero = np.count_nonzero(values)
+    if zero:
+        text += f" zero:{zero:_d}"
+    if nonzero:
+        text += f" nonzero:{nonzero:_d}"
+    return text
 
 
 def _label_text(array: NamedArray, stats: str) -> str:

@@ -90,7 +90,10 @@ def array_source(value: Any) -> str | None:
     except Exception:  # deleted buffers, extended dtypes: keep the usual rendering
         return None
     dtype = np.dtype(value.dtype)
-    literal = _literal(host.tolist())
+    if dtype.kind in "biu" or (dtype.kind == "f" and np.isfinite(host).all()):
+        literal = repr(host.tolist())  # what `_literal` gives, without walking the lists
+    else:
+        literal = _literal(host.tolist())
     if host.ndim == 0 and getattr(value, "weak_type", False):
         python_type = {"f": float, "i": int, "c": complex, "b": bool}.get(dtype.kind)
         if python_type is not None and jnp.asarray(python_type(0)).dtype == dtype:
@@ -314,6 +317,10 @@ def field_lines(
     return lines
 
 
+def _as_part(part: Any) -> rendering_parts.RenderableTreePart:
+    return rendering_parts.text(part) if isinstance(part, str) else part
+
+
 def constructor_node(
     prefix: Any,
     children: Sequence[Any],
@@ -349,6 +356,29 @@ def constructor_node(
                 if first_line_annotation is None
                 else rendering_parts.siblings(button, first_line_annotation)
             )
+        if template_key is not None and all(
+            isinstance(child, rendering_parts.RenderableTreePart) for child in children
+        ):
+            template = node_template(
+                template_key,
+                _as_part(prefix),
+                _as_part(suffix),
+                background_color=background_color,
+                background_pattern=background_pattern,
+                has_annotation=first_line_annotation is not None,
+                items=child_type_single_and_plural,
+                n_children=len(children),
+            )
+            if template.usable:
+                node = TemplatedNode(
+                    template,
+                    first_line_annotation,
+                    tuple(children),
+                    scope_path=path if path_scope else None,
+                )
+                return rendering_parts.RenderableAndLineAnnotations(
+                    renderable=node, annotations=rendering_parts.empty_part()
+                )
         node = rendering_parts.build_foldable_tree_node_from_children(
             prefix=prefix,
             children=children,
@@ -358,27 +388,6 @@ def constructor_node(
             first_line_annotation=first_line_annotation,
             child_type_single_and_plural=child_type_single_and_plural,
         )
-        if template_key is not None:
-            template = node_template(
-                (template_key, background_color, background_pattern),
-                prefix,
-                suffix,
-                background_color=background_color,
-                background_pattern=background_pattern,
-                has_annotation=first_line_annotation is not None,
-                items=child_type_single_and_plural,
-                n_children=len(children),
-            )
-            return rendering_parts.RenderableAndLineAnnotations(
-                renderable=TemplatedNode(
-                    reference=node.renderable,
-                    template=template,
-                    annotation=first_line_annotation,
-                    lines=tuple(children),
-                    scope_path=path if path_scope else None,
-                ),
-                annotations=node.annotations,
-            )
     else:
         node = rendering_parts.build_one_line_tree_node(
             line=rendering_parts.siblings(prefix, suffix), background_color=background_color

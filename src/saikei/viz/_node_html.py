@@ -1,17 +1,21 @@
-"""HTML for saikei's constructor-call nodes, written from per-shape templates.
+"""Constructor-call nodes that treescope lays out and lowers from per-shape templates.
 
-A node built by treescope's `build_foldable_tree_node_from_children` is some
-fifteen parts (colored top and bottom lines, the fold toggle, the abbreviated
-form, the indented children, ...). When lowered to HTML, every one of them
-rebuilds its CSS rules and writes its spans, for every node of a model.
-Nodes of one shape (a layer type, a variable type, tuples of n items) get
-the same HTML around their children, so a `NodeTemplate` renders treescope's
-node once, with marker children, and `TemplatedNode` then writes the HTML
-between the markers around each node's real children.
+A node made by treescope's `build_foldable_tree_node_from_children` is some
+fifteen parts (coloured top and bottom lines, the fold toggle, the
+abbreviated form, the indented children, ...). Layout visits each of them,
+and HTML lowering rebuilds each one's CSS rules and writes its spans, for
+every node of a model. Nodes of one shape (a layer type, a variable type,
+tuples of n items) only differ in their children, so:
 
-Layout and text rendering are left to treescope's node itself; only HTML
-lowering takes the shortcut. A shape whose probe rendering cannot be split
-at the markers is rendered through treescope's parts as usual.
+* a `NodeTemplate` builds treescope's node once per shape, with marker
+  children, and keeps the HTML between the markers;
+* a `TemplatedNode` is one foldable part holding only its children: its
+  layout sizes follow from theirs, its HTML is the template's pieces around
+  them, and its text rendering is that of treescope's node, built on demand.
+
+A template checks on its probe that these agree with treescope's node, and
+otherwise reports itself unusable, so that `constructor_node` falls back to
+treescope's node.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from typing import Any
 
 from treescope import rendering_parts
 
+# The foldable-node base class is not re-exported by treescope's public modules.
+from treescope._internal.parts.part_interface import FoldableTreeNode
+
 from saikei.viz._copy_paths import CSSStyleRule, HtmlContextForSetup, JavaScriptDefn, open_scope
 
 __all__ = ["NodeTemplate", "TemplatedNode", "node_template"]
@@ -32,30 +39,90 @@ _MARK = "\ue000"  # a private-use character, never part of treescope's own marku
 
 _Pieces = tuple[str, str, str, str]  # head, before the first line, between lines, tail
 
+_EXPANDED = rendering_parts.ExpandState.EXPANDED
+_COLLAPSED = rendering_parts.ExpandState.COLLAPSED
+
 
 def _marker(name: str) -> rendering_parts.RenderableTreePart:
     return rendering_parts.text(f"{_MARK}{name}{_MARK}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What `build_foldable_tree_node_from_children` needs besides the children."""
+
+    prefix: rendering_parts.RenderableTreePart
+    suffix: rendering_parts.RenderableTreePart
+    background_color: str | None
+    background_pattern: str | None
+    items: tuple[str, str] | None
+
+    def build(
+        self,
+        children: Sequence[rendering_parts.RenderableTreePart],
+        annotation: rendering_parts.RenderableTreePart | None,
+    ) -> rendering_parts.RenderableTreePart:
+        """Treescope's node (its foldable, with any colour wrapper)."""
+        return rendering_parts.build_foldable_tree_node_from_children(
+            prefix=self.prefix,
+            children=children,
+            suffix=self.suffix,
+            background_color=self.background_color,
+            background_pattern=self.background_pattern,
+            first_line_annotation=annotation,
+            child_type_single_and_plural=self.items,
+        ).renderable
+
+
 class NodeTemplate:
-    """Treescope's node of one shape, rendered once with marker children.
+    """Treescope's node of one shape, built once with marker children.
 
     Example:
+      >>> from treescope import rendering_parts
       >>> template = node_template(
-      ...     ("doc-example",), "f(", ")", background_color=None,
-      ...     background_pattern=None, has_annotation=False, items=None, n_children=2,
+      ...     ("doc-example",), rendering_parts.text("f("), rendering_parts.text(")"),
+      ...     background_color=None, background_pattern=None, has_annotation=False,
+      ...     items=None, n_children=2,
       ... )
+      >>> template.usable
+      True
       >>> head, before, between, tail = template.pieces(checked=False, at_beginning_of_line=False)
       >>> head.startswith('<span class="foldable_node">')
       True
     """
 
-    def __init__(self, probe: rendering_parts.RenderableTreePart, has_annotation: bool, n: int):
-        self._probe = probe
-        self._has_annotation = has_annotation
+    def __init__(self, shape: _Shape, has_annotation: bool, n: int):
+        self.shape = shape
+        self.has_annotation = has_annotation
         self._n = n
+        self._probe = shape.build(
+            [_marker(str(i)) for i in range(n)], _marker("a") if has_annotation else None
+        )
+        self.extra_width = shape.prefix.collapsed_width + shape.suffix.collapsed_width
         self._pieces: dict[tuple[bool, bool], _Pieces | None] = {}
         self._rules: dict[HtmlContextForSetup, set[CSSStyleRule | JavaScriptDefn]] = {}
+        self.usable = self._sizes_agree() and all(
+            self.pieces(checked, first) is not None
+            for checked in (False, True)
+            for first in (False, True)
+        )
+
+    def _sizes_agree(self) -> bool:
+        """Whether `TemplatedNode`'s layout sizes are those of treescope's node."""
+        lines = [_marker(str(i)) for i in range(self._n)]
+        annotation = _marker("a") if self.has_annotation else None
+        mine = TemplatedNode(self, annotation, tuple(lines), None)
+        reference = self.shape.build(lines, annotation)
+        (foldable,) = reference.foldables_in_this_part()
+        expanded, my_expanded = foldable.as_expanded_part(), mine.as_expanded_part()
+        return (
+            reference.collapsed_width == mine.collapsed_width
+            and expanded.collapsed_width == my_expanded.collapsed_width
+            and reference.newlines_in_expanded_parent == mine.newlines_in_expanded_parent
+            and expanded.newlines_in_expanded_parent == my_expanded.newlines_in_expanded_parent
+            and list(expanded.foldables_in_this_part())
+            == list(my_expanded.foldables_in_this_part())
+        )
 
     def pieces(self, checked: bool, at_beginning_of_line: bool) -> _Pieces | None:
         """The HTML around the children, or None if the probe could not be split."""
@@ -66,17 +133,13 @@ class NodeTemplate:
 
     def _split(self, checked: bool, at_beginning_of_line: bool) -> _Pieces | None:
         (foldable,) = self._probe.foldables_in_this_part()
-        foldable.set_expand_state(
-            rendering_parts.ExpandState.EXPANDED
-            if checked
-            else rendering_parts.ExpandState.COLLAPSED
-        )
+        foldable.set_expand_state(_EXPANDED if checked else _COLLAPSED)
         stream = io.StringIO()
         self._probe.render_to_html(
             stream, at_beginning_of_line=at_beginning_of_line, render_context={}
         )
         rest = stream.getvalue()
-        names = (["a"] if self._has_annotation else []) + [str(i) for i in range(self._n)]
+        names = (["a"] if self.has_annotation else []) + [str(i) for i in range(self._n)]
         pieces = []
         for name in names:
             mark = html.escape(f"{_MARK}{name}{_MARK}")
@@ -86,7 +149,7 @@ class NodeTemplate:
             pieces.append(piece)
         if _MARK in rest:
             return None
-        if not self._has_annotation:
+        if not self.has_annotation:
             pieces.insert(1, "")  # no annotation slot: all before line 0 is the head
         head, before_lines, *betweens = pieces
         if any(between != betweens[0] for between in betweens):
@@ -106,8 +169,8 @@ _TEMPLATES: dict[Hashable, NodeTemplate] = {}
 
 def node_template(
     key: Hashable,
-    prefix: Any,
-    suffix: Any,
+    prefix: rendering_parts.RenderableTreePart,
+    suffix: rendering_parts.RenderableTreePart,
     *,
     background_color: str | None,
     background_pattern: str | None,
@@ -115,45 +178,84 @@ def node_template(
     items: tuple[str, str] | None,
     n_children: int,
 ) -> NodeTemplate:
-    """The template of nodes of one shape; `key` must determine all other arguments.
+    """The template of nodes of one shape; `key` must determine `prefix` and `suffix`.
 
     Args:
-      key: Identifies the shape (prefix, suffix, colours).
-      prefix, suffix, background_color, background_pattern: As for
-        `build_foldable_tree_node_from_children`.
+      key: Identifies the shape's prefix and suffix.
+      prefix: The node's first line, e.g. `Linear(`.
+      suffix: Its last line, e.g. `)`.
+      background_color: As for `build_foldable_tree_node_from_children`.
+      background_pattern: As for `build_foldable_tree_node_from_children`.
       has_annotation: Whether nodes have a first-line annotation.
       items: `child_type_single_and_plural`. The abbreviated form of such
         nodes names their number of children, so their templates are made per
         count.
-      n_children: The number of children of the node at hand.
+      n_children: The number of children of the node at hand (at least 1).
 
     Returns:
       The (cached) template.
     """
     n = n_children if items is not None else 2
-    full_key = (key, has_annotation, n if items is not None else None)
+    full_key = (key, background_color, background_pattern, has_annotation, items, n)
     template = _TEMPLATES.get(full_key)
     if template is None:
-        probe = rendering_parts.build_foldable_tree_node_from_children(
-            prefix=prefix,
-            children=[_marker(str(i)) for i in range(n)],
-            suffix=suffix,
-            background_color=background_color,
-            background_pattern=background_pattern,
-            first_line_annotation=_marker("a") if has_annotation else None,
-            child_type_single_and_plural=items,
-        ).renderable
-        template = _TEMPLATES[full_key] = NodeTemplate(probe, has_annotation, n)
+        shape = _Shape(prefix, suffix, background_color, background_pattern, items)
+        template = _TEMPLATES[full_key] = NodeTemplate(shape, has_annotation, n)
     return template
 
 
-@dataclasses.dataclass(frozen=True)
-class TemplatedNode(rendering_parts.RenderableTreePart):
-    """Treescope's constructor-call node, lowered to HTML through a `NodeTemplate`.
+class _ExpandedNode(rendering_parts.RenderableTreePart):
+    """A `TemplatedNode` as layout sees it when expanded (its label and contents)."""
 
-    Attributes:
-      reference: The node as treescope's builder made it; used for layout,
-        folding and text rendering (and for HTML if the template fails).
+    def __init__(self, node: TemplatedNode):
+        self._node = node
+
+    def _compute_collapsed_width(self) -> int:
+        return self._node.collapsed_width
+
+    def _compute_newlines_in_expanded_parent(self) -> int:
+        node = self._node
+        newlines = sum(line.newlines_in_expanded_parent + 1 for line in node.lines) + 1
+        if node.annotation is not None:
+            newlines += node.annotation.newlines_in_expanded_parent
+        return newlines
+
+    def foldables_in_this_part(self) -> Sequence[Any]:
+        node = self._node
+        foldables = (
+            [] if node.annotation is None else list(node.annotation.foldables_in_this_part())
+        )
+        for line in node.lines:
+            foldables.extend(line.foldables_in_this_part())
+        return foldables
+
+    def _compute_layout_marks_in_this_part(self) -> frozenset[Any]:
+        node = self._node
+        parts = node.lines if node.annotation is None else (node.annotation, *node.lines)
+        return frozenset().union(*(part.layout_marks_in_this_part for part in parts))
+
+    def _reference(self) -> rendering_parts.RenderableTreePart:
+        return self._node.reference_foldable().as_expanded_part()
+
+    def html_setup_parts(
+        self, context: HtmlContextForSetup, /
+    ) -> set[CSSStyleRule | JavaScriptDefn]:
+        return self._reference().html_setup_parts(context)
+
+    def render_to_html(self, stream: io.TextIOBase, **kwargs: Any) -> None:
+        self._reference().render_to_html(stream, **kwargs)
+
+    def render_to_text(self, stream: io.TextIOBase, **kwargs: Any) -> None:
+        self._reference().render_to_text(stream, **kwargs)
+
+
+class TemplatedNode(FoldableTreeNode):
+    """A constructor-call node rendered from its shape's `NodeTemplate`.
+
+    It lays out, folds and renders (as HTML and text) exactly as treescope's
+    `build_foldable_tree_node_from_children` node with the same children.
+
+    Args:
       template: The template of the node's shape.
       annotation: The first-line annotation (copy button, comment), or None.
       lines: The children, one per line.
@@ -167,23 +269,42 @@ class TemplatedNode(rendering_parts.RenderableTreePart):
       True
     """
 
-    reference: rendering_parts.RenderableTreePart
-    template: NodeTemplate
-    annotation: rendering_parts.RenderableTreePart | None
-    lines: Sequence[rendering_parts.RenderableTreePart]
-    scope_path: str | None
+    def __init__(
+        self,
+        template: NodeTemplate,
+        annotation: rendering_parts.RenderableTreePart | None,
+        lines: Sequence[rendering_parts.RenderableTreePart],
+        scope_path: str | None,
+    ):
+        self.template = template
+        self.annotation = annotation
+        self.lines = lines
+        self.scope_path = scope_path
+        self.expand_state = rendering_parts.ExpandState.WEAKLY_COLLAPSED
+        self._expanded: _ExpandedNode | None = None
+        self._reference: rendering_parts.RenderableTreePart | None = None
+
+    def get_expand_state(self) -> rendering_parts.ExpandState:
+        return self.expand_state
+
+    def set_expand_state(self, expand_state: rendering_parts.ExpandState) -> None:
+        self.expand_state = expand_state
+
+    def as_expanded_part(self) -> rendering_parts.RenderableTreePart:
+        if self._expanded is None:
+            self._expanded = _ExpandedNode(self)
+        return self._expanded
 
     def _compute_collapsed_width(self) -> int:
-        return self.reference.collapsed_width
+        return self.template.extra_width + sum(line.collapsed_width for line in self.lines)
 
-    def _compute_newlines_in_expanded_parent(self) -> int:
-        return self.reference.newlines_in_expanded_parent
-
-    def foldables_in_this_part(self) -> Sequence[Any]:
-        return self.reference.foldables_in_this_part()
-
-    def _compute_layout_marks_in_this_part(self) -> frozenset[Any]:
-        return self.reference.layout_marks_in_this_part
+    def reference_foldable(self) -> Any:
+        """Treescope's own node for these children, in this node's expand state."""
+        if self._reference is None:
+            self._reference = self.template.shape.build(self.lines, self.annotation)
+        (foldable,) = self._reference.foldables_in_this_part()
+        foldable.set_expand_state(self.expand_state)
+        return foldable
 
     def render_to_text(
         self,
@@ -194,7 +315,8 @@ class TemplatedNode(rendering_parts.RenderableTreePart):
         roundtrip_mode: bool,
         render_context: dict[Any, Any],
     ) -> None:
-        self.reference.render_to_text(
+        self.reference_foldable()
+        self._reference.render_to_text(
             stream,
             expanded_parent=expanded_parent,
             indent=indent,
@@ -222,28 +344,16 @@ class TemplatedNode(rendering_parts.RenderableTreePart):
         if self.scope_path is not None:
             opening, render_context = open_scope(self.scope_path, render_context)
             stream.write(opening)
-        (foldable,) = self.reference.foldables_in_this_part()
-        checked = foldable.get_expand_state() in (
-            rendering_parts.ExpandState.EXPANDED,
-            rendering_parts.ExpandState.WEAKLY_EXPANDED,
-        )
-        pieces = self.template.pieces(checked, at_beginning_of_line)
-        if pieces is None:
-            self.reference.render_to_html(
-                stream, at_beginning_of_line=at_beginning_of_line, render_context=render_context
-            )
-        else:
-            head, before_lines, between, tail = pieces
-            stream.write(head)
-            if self.annotation is not None:
-                self.annotation.render_to_html(stream, render_context=render_context)
-            stream.write(before_lines)
-            for i, line in enumerate(self.lines):
-                if i:
-                    stream.write(between)
-                line.render_to_html(
-                    stream, at_beginning_of_line=True, render_context=render_context
-                )
-            stream.write(tail)
+        checked = self.expand_state in (_EXPANDED, rendering_parts.ExpandState.WEAKLY_EXPANDED)
+        head, before_lines, between, tail = self.template.pieces(checked, at_beginning_of_line)
+        stream.write(head)
+        if self.annotation is not None:
+            self.annotation.render_to_html(stream, render_context=render_context)
+        stream.write(before_lines)
+        for i, line in enumerate(self.lines):
+            if i:
+                stream.write(between)
+            line.render_to_html(stream, at_beginning_of_line=True, render_context=render_context)
+        stream.write(tail)
         if self.scope_path is not None:
             stream.write("</span>")

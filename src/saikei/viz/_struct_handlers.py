@@ -38,6 +38,8 @@ class _TypeInfo:
     uses_from_attributes: bool
     is_sequential_subclass: bool
     handled_elsewhere: bool
+    # `TypeName(` (qualified in roundtrip mode), resolved once per type.
+    prefix: rendering_parts.RenderableTreePart
 
 
 _TYPE_INFO: dict[type, _TypeInfo] = {}
@@ -60,6 +62,16 @@ def _type_info(cls: type) -> _TypeInfo:
     from saikei.nn import Sequential
 
     fields = dataclasses.fields(cls)
+    uses_from_attributes = not _has_generated_init(cls) or any(not f.init for f in fields)
+    type_name = rendering_parts.maybe_qualified_type_name(cls)
+    if uses_from_attributes:
+        prefix = rendering_parts.siblings(
+            type_name,
+            rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text(".from_attributes")),
+            "(",
+        )
+    else:
+        prefix = rendering_parts.siblings(type_name, "(")
     info = _TypeInfo(
         fields=tuple(
             (
@@ -69,14 +81,18 @@ def _type_info(cls: type) -> _TypeInfo:
             )
             for f in fields
         ),
-        uses_from_attributes=not _has_generated_init(cls) or any(not f.init for f in fields),
+        uses_from_attributes=uses_from_attributes,
         is_sequential_subclass=issubclass(cls, Sequential) and cls is not Sequential,
         # A handler registered in treescope's global registry (e.g. for
         # NamedArrays) wins over this generic Struct rendering.
         handled_elsewhere=type_registries.lookup_treescope_handler_for_type(cls) is not None,
+        prefix=prefix,
     )
     _TYPE_INFO[cls] = info
     return info
+
+
+_SEQUENTIAL_COMMENT = rendering_parts.comment_color(rendering_parts.text("  # Sequential"))
 
 
 def _colors(obj: Any) -> tuple[str | None, str | None]:
@@ -115,33 +131,20 @@ def render_struct(obj: Any, path: str | None, subtree_renderer: Any) -> Any:
     if info.handled_elsewhere:
         return NotImplemented
 
-    type_name = rendering_parts.maybe_qualified_type_name(cls)
-    if info.uses_from_attributes:
-        prefix = rendering_parts.siblings(
-            type_name,
-            rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text(".from_attributes")),
-            "(",
-        )
-    else:
-        prefix = rendering_parts.siblings(type_name, "(")
     fields = [
         (name, getattr(obj, name), is_static, always_collapse)
         for name, is_static, always_collapse in info.fields
     ]
     background_color, background_pattern = _colors(obj)
     return constructor_node(
-        prefix,
+        info.prefix,
         field_lines(path, fields, subtree_renderer),
         ")",
         path,
         background_color=background_color,
         background_pattern=background_pattern,
-        first_line_annotation=(
-            rendering_parts.comment_color(rendering_parts.text("  # Sequential"))
-            if info.is_sequential_subclass
-            else None
-        ),
-        template_key=(cls, info.uses_from_attributes),
+        first_line_annotation=_SEQUENTIAL_COMMENT if info.is_sequential_subclass else None,
+        template_key=cls,
     )
 
 

@@ -22,6 +22,13 @@ from saikei.viz._node_building import constructor_node, field_lines
 
 __all__ = ["render_variable"]
 
+# `<Parameter(` (in roundtrip mode, bound variables are not rebuildable
+# source), resolved once per variable type; and the matching `)>`.
+_PREFIXES: dict[type, rendering_parts.RenderableTreePart] = {}
+_SUFFIX = rendering_parts.siblings(
+    ")", rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text(">"))
+)
+
 
 def render_variable(variable: Any, path: str | None, subtree_renderer: Any) -> Any:
     """Renders a labeled variable (its `__treescope_repr__`).
@@ -44,14 +51,13 @@ def render_variable(variable: Any, path: str | None, subtree_renderer: Any) -> A
         metadata={},
       )
     """
-    prefix = rendering_parts.siblings(
-        rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text("<")),
-        rendering_parts.maybe_qualified_type_name(type(variable)),
-        "(",
-    )
-    suffix = rendering_parts.siblings(
-        ")", rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text(">"))
-    )
+    prefix = _PREFIXES.get(type(variable))
+    if prefix is None:
+        prefix = _PREFIXES[type(variable)] = rendering_parts.siblings(
+            rendering_parts.roundtrip_condition(roundtrip=rendering_parts.text("<")),
+            rendering_parts.maybe_qualified_type_name(type(variable)),
+            "(",
+        )
     fields = [
         ("label", variable.label, False, False),
         ("value", variable._value, False, False),
@@ -60,7 +66,7 @@ def render_variable(variable: Any, path: str | None, subtree_renderer: Any) -> A
     return constructor_node(
         prefix,
         field_lines(path, fields, subtree_renderer, executable_arrays=False),
-        suffix,
+        _SUFFIX,
         path,
         background_color=variable.treescope_color(),
         template_key=type(variable),
