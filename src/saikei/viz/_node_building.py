@@ -336,9 +336,10 @@ def constructor_node(
 ) -> rendering_parts.RenderableAndLineAnnotations:
     """`rendering_parts.build_foldable_tree_node_from_children` with saikei's copy paths.
 
-    The node looks and folds exactly like treescope's; its copy-path button
-    is a `CopyPathButton` and, with `path_scope`, it is a `PathScope` for the
-    buttons inside it. With a `template_key` (which must determine `prefix`
+    The node looks and folds exactly like treescope's; its copy-path buttons
+    (on its first line, and at the end of its line in the parent, as treescope
+    puts them) are `CopyPathButton`s, and with `path_scope` it is the scope of
+    the buttons inside it. With a `template_key` (which must determine `prefix`
     and `suffix`), its HTML is written from a template shared by all nodes
     with that key (see `saikei.viz._node_html`).
 
@@ -350,12 +351,6 @@ def constructor_node(
     """
     button = CopyPathButton(path) if path else None
     if children:
-        if button is not None:
-            first_line_annotation = (
-                button
-                if first_line_annotation is None
-                else rendering_parts.siblings(button, first_line_annotation)
-            )
         if template_key is not None and all(
             isinstance(child, rendering_parts.RenderableTreePart) for child in children
         ):
@@ -365,6 +360,7 @@ def constructor_node(
                 _as_part(suffix),
                 background_color=background_color,
                 background_pattern=background_pattern,
+                has_button=button is not None,
                 has_annotation=first_line_annotation is not None,
                 items=child_type_single_and_plural,
                 n_children=len(children),
@@ -372,13 +368,22 @@ def constructor_node(
             if template.usable:
                 node = TemplatedNode(
                     template,
+                    button,
                     first_line_annotation,
                     tuple(children),
                     scope_path=path if path_scope else None,
                 )
                 return rendering_parts.RenderableAndLineAnnotations(
-                    renderable=node, annotations=rendering_parts.empty_part()
+                    renderable=node,
+                    annotations=rendering_parts.empty_part() if button is None else button,
                 )
+        if button is not None:
+            # Treescope's builder would make its own button from a path.
+            first_line_annotation = (
+                button
+                if first_line_annotation is None
+                else rendering_parts.siblings(button, first_line_annotation)
+            )
         node = rendering_parts.build_foldable_tree_node_from_children(
             prefix=prefix,
             children=children,
@@ -388,6 +393,10 @@ def constructor_node(
             first_line_annotation=first_line_annotation,
             child_type_single_and_plural=child_type_single_and_plural,
         )
+        if button is not None:
+            node = rendering_parts.RenderableAndLineAnnotations(
+                renderable=node.renderable, annotations=button
+            )
     else:
         node = rendering_parts.build_one_line_tree_node(
             line=rendering_parts.siblings(prefix, suffix), background_color=background_color

@@ -37,7 +37,9 @@ __all__ = ["NodeTemplate", "TemplatedNode", "node_template"]
 
 _MARK = "\ue000"  # a private-use character, never part of treescope's own markup
 
-_Pieces = tuple[str, str, str, str]  # head, before the first line, between lines, tail
+# The HTML before the button, before the annotation, before the first line,
+# between lines, and after the last line.
+_Pieces = tuple[str, str, str, str, str]
 
 _EXPANDED = rendering_parts.ExpandState.EXPANDED
 _COLLAPSED = rendering_parts.ExpandState.COLLAPSED
@@ -45,6 +47,17 @@ _COLLAPSED = rendering_parts.ExpandState.COLLAPSED
 
 def _marker(name: str) -> rendering_parts.RenderableTreePart:
     return rendering_parts.text(f"{_MARK}{name}{_MARK}")
+
+
+def _html(part: rendering_parts.RenderableTreePart) -> str:
+    stream = io.StringIO()
+    part.render_to_html(stream, render_context={})
+    return stream.getvalue()
+
+
+# Where the probe's own copy button goes, the node writes its `CopyPathButton`.
+_BUTTON_PATH = f"{_MARK}button{_MARK}"
+_BUTTON_HTML = _html(rendering_parts.build_copy_button(_BUTTON_PATH))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +74,14 @@ class _Shape:
         self,
         children: Sequence[rendering_parts.RenderableTreePart],
         annotation: rendering_parts.RenderableTreePart | None,
+        path: str | None = None,
     ) -> rendering_parts.RenderableTreePart:
         """Treescope's node (its foldable, with any colour wrapper)."""
         return rendering_parts.build_foldable_tree_node_from_children(
             prefix=self.prefix,
             children=children,
             suffix=self.suffix,
+            path=path,
             background_color=self.background_color,
             background_pattern=self.background_pattern,
             first_line_annotation=annotation,
@@ -81,22 +96,25 @@ class NodeTemplate:
       >>> from treescope import rendering_parts
       >>> template = node_template(
       ...     ("doc-example",), rendering_parts.text("f("), rendering_parts.text(")"),
-      ...     background_color=None, background_pattern=None, has_annotation=False,
-      ...     items=None, n_children=2,
+      ...     background_color=None, background_pattern=None, has_button=False,
+      ...     has_annotation=False, items=None, n_children=2,
       ... )
       >>> template.usable
       True
-      >>> head, before, between, tail = template.pieces(checked=False, at_beginning_of_line=False)
-      >>> head.startswith('<span class="foldable_node">')
-      True
+      >>> pieces = template.pieces(checked=False, at_beginning_of_line=False)
+      >>> print("".join(pieces[:3]))  # what comes before the first child
+      <span class="foldable_node"><label><input type="checkbox" class="foldable_node_toggle"></input>f(</label><span class='not_abbr'><span class='abbr_lvl'><span class="indented_children"><span class="indented_child">
     """
 
-    def __init__(self, shape: _Shape, has_annotation: bool, n: int):
+    def __init__(self, shape: _Shape, has_button: bool, has_annotation: bool, n: int):
         self.shape = shape
+        self.has_button = has_button
         self.has_annotation = has_annotation
         self._n = n
         self._probe = shape.build(
-            [_marker(str(i)) for i in range(n)], _marker("a") if has_annotation else None
+            [_marker(str(i)) for i in range(n)],
+            _marker("a") if has_annotation else None,
+            path=_BUTTON_PATH if has_button else None,
         )
         self.extra_width = shape.prefix.collapsed_width + shape.suffix.collapsed_width
         self._pieces: dict[tuple[bool, bool], _Pieces | None] = {}
@@ -111,7 +129,7 @@ class NodeTemplate:
         """Whether `TemplatedNode`'s layout sizes are those of treescope's node."""
         lines = [_marker(str(i)) for i in range(self._n)]
         annotation = _marker("a") if self.has_annotation else None
-        mine = TemplatedNode(self, annotation, tuple(lines), None)
+        mine = TemplatedNode(self, None, annotation, tuple(lines), None)
         reference = self.shape.build(lines, annotation)
         (foldable,) = reference.foldables_in_this_part()
         expanded, my_expanded = foldable.as_expanded_part(), mine.as_expanded_part()
@@ -139,22 +157,28 @@ class NodeTemplate:
             stream, at_beginning_of_line=at_beginning_of_line, render_context={}
         )
         rest = stream.getvalue()
-        names = (["a"] if self.has_annotation else []) + [str(i) for i in range(self._n)]
+        slots = [
+            *([_BUTTON_HTML] if self.has_button else []),
+            *([html.escape(f"{_MARK}a{_MARK}")] if self.has_annotation else []),
+            *(html.escape(f"{_MARK}{i}{_MARK}") for i in range(self._n)),
+        ]
         pieces = []
-        for name in names:
-            mark = html.escape(f"{_MARK}{name}{_MARK}")
-            if rest.count(mark) != 1:
+        for slot in slots:
+            if rest.count(slot) != 1:
                 return None
-            piece, rest = rest.split(mark)
+            piece, rest = rest.split(slot)
             pieces.append(piece)
         if _MARK in rest:
             return None
+        # Absent slots write nothing: their HTML is part of the next piece.
+        if not self.has_button:
+            pieces.insert(0, "")
         if not self.has_annotation:
-            pieces.insert(1, "")  # no annotation slot: all before line 0 is the head
-        head, before_lines, *betweens = pieces
+            pieces.insert(1, "")
+        head, before_annotation, before_lines, *betweens = pieces
         if any(between != betweens[0] for between in betweens):
             return None
-        return head, before_lines, betweens[0] if betweens else "", rest
+        return head, before_annotation, before_lines, betweens[0] if betweens else "", rest
 
     def setup_rules(self, context: HtmlContextForSetup) -> set[CSSStyleRule | JavaScriptDefn]:
         """The CSS and JavaScript of the node's own parts."""
@@ -174,6 +198,7 @@ def node_template(
     *,
     background_color: str | None,
     background_pattern: str | None,
+    has_button: bool,
     has_annotation: bool,
     items: tuple[str, str] | None,
     n_children: int,
@@ -186,6 +211,7 @@ def node_template(
       suffix: Its last line, e.g. `)`.
       background_color: As for `build_foldable_tree_node_from_children`.
       background_pattern: As for `build_foldable_tree_node_from_children`.
+      has_button: Whether nodes have a copy-path button.
       has_annotation: Whether nodes have a first-line annotation.
       items: `child_type_single_and_plural`. The abbreviated form of such
         nodes names their number of children, so their templates are made per
@@ -196,11 +222,11 @@ def node_template(
       The (cached) template.
     """
     n = n_children if items is not None else 2
-    full_key = (key, background_color, background_pattern, has_annotation, items, n)
+    full_key = (key, background_color, background_pattern, has_button, has_annotation, items, n)
     template = _TEMPLATES.get(full_key)
     if template is None:
         shape = _Shape(prefix, suffix, background_color, background_pattern, items)
-        template = _TEMPLATES[full_key] = NodeTemplate(shape, has_annotation, n)
+        template = _TEMPLATES[full_key] = NodeTemplate(shape, has_button, has_annotation, n)
     return template
 
 
@@ -257,7 +283,8 @@ class TemplatedNode(FoldableTreeNode):
 
     Args:
       template: The template of the node's shape.
-      annotation: The first-line annotation (copy button, comment), or None.
+      button: The node's copy-path button (first line), or None.
+      annotation: The first-line annotation (a comment), or None.
       lines: The children, one per line.
       scope_path: The node's key path if it is a copy-path scope, else None.
 
@@ -272,11 +299,13 @@ class TemplatedNode(FoldableTreeNode):
     def __init__(
         self,
         template: NodeTemplate,
+        button: rendering_parts.RenderableTreePart | None,
         annotation: rendering_parts.RenderableTreePart | None,
         lines: Sequence[rendering_parts.RenderableTreePart],
         scope_path: str | None,
     ):
         self.template = template
+        self.button = button
         self.annotation = annotation
         self.lines = lines
         self.scope_path = scope_path
@@ -328,6 +357,8 @@ class TemplatedNode(FoldableTreeNode):
         self, context: HtmlContextForSetup, /
     ) -> set[CSSStyleRule | JavaScriptDefn]:
         rules = set(self.template.setup_rules(context))
+        if self.button is not None:
+            rules |= self.button.html_setup_parts(context)
         if self.annotation is not None:
             rules |= self.annotation.html_setup_parts(context)
         for line in self.lines:
@@ -345,8 +376,13 @@ class TemplatedNode(FoldableTreeNode):
             opening, render_context = open_scope(self.scope_path, render_context)
             stream.write(opening)
         checked = self.expand_state in (_EXPANDED, rendering_parts.ExpandState.WEAKLY_EXPANDED)
-        head, before_lines, between, tail = self.template.pieces(checked, at_beginning_of_line)
+        head, before_annotation, before_lines, between, tail = self.template.pieces(
+            checked, at_beginning_of_line
+        )
         stream.write(head)
+        if self.button is not None:
+            self.button.render_to_html(stream, render_context=render_context)
+        stream.write(before_annotation)
         if self.annotation is not None:
             self.annotation.render_to_html(stream, render_context=render_context)
         stream.write(before_lines)
