@@ -1,10 +1,11 @@
 """saikei's lean treescope HTML, opened in headless Chromium.
 
-The default (compressed) `treescope.render_to_html` of a small transformer is
-loaded in Chromium (Debian's `chromium` and `chromium-driver`; the tests skip
-when they are missing). Unfolding every node must show the whole text
-rendering, every copy-path button must resolve to a path that exists in the
-model, and nothing may log a JavaScript error.
+The default (compressed) `treescope.render_to_html` of a small transformer,
+and the streaming HTML an IPython display sends (its parameter summaries are
+filled in after the tree), are loaded in Chromium (Debian's `chromium` and
+`chromium-driver`; the tests skip when they are missing). Unfolding every
+node must show the whole text rendering, every copy-path button must resolve
+to a path that exists in the model, and nothing may log a JavaScript error.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ UNFOLD_ALL_JS = """
 const root = document.querySelector("treescope-container").shadowRoot;
 for (const toggle of root.querySelectorAll(".foldable_node_toggle")) { toggle.checked = true; }
 return root.querySelector(".treescope_root").innerText;
+"""
+
+PLACEHOLDERS_LEFT_JS = """
+const root = document.querySelector("treescope-container").shadowRoot;
+return root.querySelectorAll(".deferred_placeholder").length;
 """
 
 # Hovering resolves a saikei button's path; treescope's buttons carry theirs.
@@ -114,6 +120,28 @@ def page_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path.as_uri()
 
 
+@pytest.fixture(scope="module")
+def streaming_page_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    display = pytest.importorskip("IPython.display")
+    shown: list[str] = []
+    original = display.display
+    display.display = lambda html: shown.append(html.data)
+    try:
+        with lowering.collecting_deferred_renderings() as deferreds:
+            rendering = treescope.active_renderer.get().to_foldable_representation(_model())
+            treescope.active_expansion_strategy.get()(rendering.renderable)
+        root = rendering_parts.build_full_line_with_annotations(rendering)
+        assert deferreds, "the parameter summaries should be deferred"
+        lowering.display_streaming_as_root(root, deferreds)
+    finally:
+        display.display = original
+    html = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{ERROR_TRAP}</head><body>"
+    html += "".join(shown) + "</body></html>"
+    path = tmp_path_factory.mktemp("streaming") / "transformer_streaming.html"
+    path.write_text(html, encoding="utf-8")
+    return path.as_uri()
+
+
 def _open(driver: Any, url: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -147,8 +175,26 @@ def test_unfolding_every_node_shows_the_whole_text_rendering(driver: Any, page_u
     assert _errors(driver) == []
 
 
+def test_streaming_display_fills_in_every_summary(driver: Any, streaming_page_url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(driver, streaming_page_url)
+    WebDriverWait(driver, 30).until(
+        lambda browser: browser.execute_script(PLACEHOLDERS_LEFT_JS) == 0
+    )
+    shown = driver.execute_script(UNFOLD_ALL_JS)
+    assert _words(shown) == _words(_fully_expanded_text(_model()))
+    _assert_copy_paths_resolve(driver)
+    assert _errors(driver) == []
+
+
 def test_every_copy_button_resolves_to_a_path_in_the_model(driver: Any, page_url: str) -> None:
     _open(driver, page_url)
+    _assert_copy_paths_resolve(driver)
+    assert _errors(driver) == []
+
+
+def _assert_copy_paths_resolve(driver: Any) -> None:
     paths = driver.execute_script(COPY_PATHS_JS)
     assert len(paths) > 400
     model = _model()
@@ -156,7 +202,6 @@ def test_every_copy_button_resolves_to_a_path_in_the_model(driver: Any, page_url
         assert path is not None
         eval(f"model{path}", {"model": model})
     assert ".body.sublayers[1].sublayers[1].delta.sublayers[1]" in paths
-    assert _errors(driver) == []
 
 
 def test_clicking_a_copy_button_copies_its_path(driver: Any, page_url: str) -> None:

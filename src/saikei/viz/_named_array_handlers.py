@@ -287,17 +287,21 @@ def render_named_array(
 
     # Computed once, for the summary and for the data array's own label.
     statistics = functools.cache(lambda: value_statistics(data))
-    # Children are rendered now, not in the deferred thunk: the renderer's
-    # contexts (shared-value tracking, autovisualizer) are gone by the time a
-    # streaming display runs deferred thunks.
-    children = _constructor_children(array, path, subtree_renderer, statistics)
+    # The fields are rendered while this handler runs, not in the deferred
+    # thunk (a streaming display runs thunks after the renderer's contexts,
+    # shared-value tracking and autovisualizer, are gone). They are rendered
+    # after this node is deferred, though: deferred parts are filled in in
+    # order, and the data array's own deferred rendering sits inside this one.
+    children = functools.cache(
+        lambda: _constructor_children(array, path, subtree_renderer, statistics)
+    )
 
     def thunk(
         expand_state: rendering_parts.ExpandState | None,
     ) -> rendering_parts.RenderableTreePart:
         return _build_node(
             array,
-            children,
+            children(),
             statistics(),
             # Arrays start collapsed unless something explicitly expanded the
             # placeholder (a weak expansion only reflects available width).
@@ -306,11 +310,11 @@ def render_named_array(
             else rendering_parts.ExpandState.COLLAPSED,
         )
 
+    renderable = lowering.maybe_defer_rendering(main_thunk=thunk, placeholder_thunk=placeholder)
+    children()
     return in_path_scope(
         rendering_parts.RenderableAndLineAnnotations(
-            renderable=lowering.maybe_defer_rendering(
-                main_thunk=thunk, placeholder_thunk=placeholder
-            ),
+            renderable=renderable,
             annotations=CopyPathButton(path) if path else rendering_parts.empty_part(),
         ),
         path,
