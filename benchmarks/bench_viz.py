@@ -13,7 +13,11 @@ Cases:
 
 - `treescope.render_to_html(model)` with its defaults (compressed HTML, the
   default expansion strategy), as a notebook cell displaying the model does.
-  The note gives the HTML sizes, compressed and not, and their ratio.
+  The note gives the HTML sizes, compressed and not, and their ratio, and
+  what the previews of the parameter values take by themselves: numpy's
+  text of each array's edge values (33,160 numbers here), the same on both
+  sides. They bound how small the compressed HTML can get: digits hardly
+  compress, so these previews alone are about 0.4x of penzai's whole page.
 
 Each factory checks, before timing, that its model has the expected
 Parameters (count, labels and element total, the same on both sides) and that
@@ -36,6 +40,10 @@ from _harness import penzai_namespace as _penzai
 from _harness import saikei_namespace as _saikei
 
 # isort: split
+import base64
+import re
+import zlib
+
 import jax
 import numpy as np
 import treescope
@@ -189,6 +197,14 @@ def _check_model(lib: ModuleType, model: Any) -> None:
 
 sizes: dict[str, dict[str, int]] = {}
 
+# numpy's text of an array's values, as treescope shows it in an expanded jax.Array.
+_ARRAY_PREVIEW = re.compile(r"Array\(\[.*?dtype=\w+\)", re.DOTALL)
+
+
+def _compressed_size(text: str) -> int:
+    """Size of `text` compressed as treescope compresses its HTML (zlib, base64)."""
+    return len(base64.b64encode(zlib.compress(text.encode("utf-8"), zlib.Z_BEST_COMPRESSION)))
+
 
 def _render_case(lib: ModuleType, side: str) -> Callable[[], str]:
     model = _build(lib)
@@ -200,7 +216,12 @@ def _render_case(lib: ModuleType, side: str) -> Callable[[], str]:
     def step() -> str:
         return treescope.render_to_html(model)
 
-    sizes[side] = {"compressed": len(step()), "uncompressed": len(uncompressed)}
+    previews = "".join(_ARRAY_PREVIEW.findall(uncompressed))
+    sizes[side] = {
+        "compressed": len(step()),
+        "uncompressed": len(uncompressed),
+        "previews compressed": _compressed_size(previews),
+    }
     return step
 
 
@@ -214,6 +235,12 @@ def _size_note() -> str:
             f"{kind} saikei {ours / 1024:.0f} KiB vs penzai {theirs / 1024:.0f} KiB"
             f" ({ours / theirs:.2f}x)"
         )
+    previews = sizes["penzai"]["previews compressed"]
+    parts.append(
+        f"the parameter value previews alone (same text on both sides) compress to"
+        f" {previews / 1024:.0f} KiB ({previews / sizes['penzai']['compressed']:.2f}x of penzai's"
+        " compressed page)"
+    )
     return "HTML size " + "; ".join(parts)
 
 
