@@ -50,12 +50,12 @@ _TREESCOPE_BUTTON_TYPE = type(_TREESCOPE_BUTTON)
 _SIBLINGS_TYPE = type(rendering_parts.siblings("a"))
 
 
-# Fills in `data-copy` from the scopes around a button the first time it is
-# hovered or clicked, then lets treescope's handler copy it.
 def _one_line(source: str) -> str:
     return " ".join(source.split())
 
 
+# Fills in `data-copy` from the scopes around a button the first time it is
+# hovered or clicked, then lets treescope's handler copy it.
 _RESOLVE_JS = JavaScriptDefn(
     _one_line(
         """

@@ -17,12 +17,14 @@ from typing import Any
 
 from treescope import rendering_parts
 
-from saikei.viz._copy_paths import (
-    CopyPathButton,
+# The setup-rule types are not re-exported by treescope's public modules.
+from treescope._internal.parts.part_interface import (
     CSSStyleRule,
     HtmlContextForSetup,
     JavaScriptDefn,
 )
+
+from saikei.viz._copy_paths import CopyPathButton
 
 __all__ = ["STATIC_FIELD_CSS", "FieldLine"]
 

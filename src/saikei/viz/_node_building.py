@@ -317,6 +317,9 @@ def field_lines(
     return lines
 
 
+_MAX_TEMPLATED_ITEMS = 64
+
+
 def _as_part(part: Any) -> rendering_parts.RenderableTreePart:
     return rendering_parts.text(part) if isinstance(part, str) else part
 
@@ -351,7 +354,12 @@ def constructor_node(
     """
     button = CopyPathButton(path) if path else None
     if children:
-        if template_key is not None and all(
+        templated = template_key is not None and (
+            # Collections name their length when abbreviated, so each length
+            # has a template of its own; long ones are built by treescope.
+            child_type_single_and_plural is None or len(children) <= _MAX_TEMPLATED_ITEMS
+        )
+        if templated and all(
             isinstance(child, rendering_parts.RenderableTreePart) for child in children
         ):
             template = node_template(

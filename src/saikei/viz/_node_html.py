@@ -28,10 +28,16 @@ from typing import Any
 
 from treescope import rendering_parts
 
-# The foldable-node base class is not re-exported by treescope's public modules.
-from treescope._internal.parts.part_interface import FoldableTreeNode
+# The foldable-node base class and the setup-rule types are not re-exported by
+# treescope's public modules.
+from treescope._internal.parts.part_interface import (
+    CSSStyleRule,
+    FoldableTreeNode,
+    HtmlContextForSetup,
+    JavaScriptDefn,
+)
 
-from saikei.viz._copy_paths import CSSStyleRule, HtmlContextForSetup, JavaScriptDefn, open_scope
+from saikei.viz._copy_paths import open_scope
 
 __all__ = ["NodeTemplate", "TemplatedNode", "node_template"]
 
