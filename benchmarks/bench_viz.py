@@ -255,7 +255,7 @@ def run() -> list[_harness.Result]:
         name,
         saikei=lambda: _render_case(_saikei(), "saikei"),
         peer=lambda: _render_case(_penzai(), "penzai"),
-        target_ratio=1.0,
+        target_ratio=0.5,
     )
     note = f"default compressed HTML, default expansion; {_size_note()}"
     result = _harness.Result(**{**result.__dict__, "note": note})
