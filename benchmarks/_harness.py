@@ -201,6 +201,33 @@ def compare(
     )
 
 
+def compare_namespace_cases(
+    cases: Sequence[tuple[str, Callable[[ModuleType], Callable[[], object]], str]],
+) -> list[Result]:
+    """Runs `(name, factory, note)` cases whose factory builds either side from a namespace.
+
+    Each factory is called with `saikei.sk` for saikei and `penzai.pz` for the
+    peer, so the same case code measures both; the target is 1.0 and each
+    result is printed as it comes.
+    """
+    results = []
+    for name, factory, note in cases:
+        result = compare(
+            name,
+            saikei=lambda factory=factory: factory(saikei_namespace()),
+            peer=lambda factory=factory: factory(penzai_namespace()),
+            target_ratio=1.0,
+            note=note,
+        )
+        print(
+            f"  {name}: saikei {format_seconds(result.saikei_s)}, "
+            f"penzai {format_seconds(result.peer_s)}",
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
 def saikei_namespace() -> ModuleType:
     """`saikei.sk`, imported on first use (after the thread pins above)."""
     from saikei import sk

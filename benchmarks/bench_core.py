@@ -29,8 +29,6 @@ from typing import Any
 
 import _harness  # first: pins XLA threads before jax starts
 from _harness import check as _check
-from _harness import penzai_namespace as _penzai
-from _harness import saikei_namespace as _saikei
 
 # isort: split
 import jax
@@ -198,22 +196,7 @@ def run() -> list[_harness.Result]:
             "one round trip stateful -> slots + variables -> stateful",
         ),
     ]
-    results = []
-    for name, factory, note in cases:
-        result = _harness.compare(
-            name,
-            saikei=lambda factory=factory: factory(_saikei()),
-            peer=lambda factory=factory: factory(_penzai()),
-            target_ratio=1.0,
-            note=note,
-        )
-        print(
-            f"  {name}: saikei {_harness.format_seconds(result.saikei_s)}, "
-            f"penzai {_harness.format_seconds(result.peer_s)}",
-            flush=True,
-        )
-        results.append(result)
-    return results
+    return _harness.compare_namespace_cases(cases)
 
 
 if __name__ == "__main__":

@@ -322,22 +322,7 @@ def run() -> list[_harness.Result]:
             "flax interception replayed inside one compiled call",
         ),
     ]
-    results = []
-    for name, factory, note in cases:
-        result = _harness.compare(
-            name,
-            saikei=lambda factory=factory: factory(_saikei()),
-            peer=lambda factory=factory: factory(_penzai()),
-            target_ratio=1.0,
-            note=note,
-        )
-        print(
-            f"  {name}: saikei {_harness.format_seconds(result.saikei_s)}, "
-            f"penzai {_harness.format_seconds(result.peer_s)}",
-            flush=True,
-        )
-        results.append(result)
-    return results
+    return _harness.compare_namespace_cases(cases)
 
 
 if __name__ == "__main__":
