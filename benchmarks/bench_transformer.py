@@ -668,10 +668,13 @@ def run() -> list[Result]:
                     saikei=lambda g=short: _cold(functools.partial(_saikei_generate, *g)),
                     peer=lambda g=short: _cold(functools.partial(_saikei_generate, *g, False)),
                     peer_name=BLOCK_LIST,
-                    target_ratio=0.5,
+                    # Issue 13 asks for half the compile time at 30 blocks; a
+                    # shallow model must at least not compile slower.
+                    target_ratio=0.5 if _blocks(which) >= 30 else 1.0,
                     note="generate of 2 tokens with JAX's caches cleared (tracing, lowering,"
                     " XLA compile and a short run): the default LayerStack model against the"
-                    " same weights as a list of blocks, the default before",
+                    " same weights as a list of blocks, the default before; the target is 0.5"
+                    " from 30 blocks on, 1 below",
                 )
             )
             results.append(_first_generate_case(which))
