@@ -144,11 +144,16 @@ def arrange_blocks(
                 out[f"block_{i}/{key}"] = value
         return out
     for key in list(per_layer[0]):
-        names = per_layer[0][key].axis_names
-        # Pop each layer's array as it is stacked, so that loading holds at
+        first = per_layer[0][key]
+        names = first.axis_names
+        # Stacked in host memory: `jnp.stack` would compile one XLA program per
+        # parameter shape, which took most of a small model's load time. Each
+        # layer's array is popped as it is copied, so that loading holds at
         # most one parameter kind twice, never the whole model.
-        stacked = jnp.stack([layer.pop(key).untag(*names).data_array for layer in per_layer])
-        out[f"blocks/{key}"] = nx.wrap(stacked, "blocks", *names)
+        host = np.empty((len(per_layer), *(first.named_shape[n] for n in names)), first.dtype)
+        for i, layer in enumerate(per_layer):
+            host[i] = np.asarray(layer.pop(key).unwrap(*names))
+        out[f"blocks/{key}"] = nx.wrap(jax.device_put(host), "blocks", *names)
     return out
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from saikei.core import named_axes as nx
@@ -171,14 +171,17 @@ def read_tensors(
     """
     out: dict[str, nx.NamedArray] = {}
     for t in tensors:
-        data = jnp.asarray(get(t.hf_name, t.hf_shape)).reshape(t.sizes)
+        # Reshaped and split on the host: the same steps on JAX arrays would
+        # compile a small XLA program for every new shape.
+        data = np.asarray(get(t.hf_name, t.hf_shape)).reshape(t.sizes)
         if t.offset:
-            data = (data.astype(jnp.float32) + t.offset).astype(data.dtype)
+            data = (data.astype(np.float32) + t.offset).astype(data.dtype)
         if t.split_axis is None:
-            out[t.labels[0]] = nx.wrap(data, *t.names)
+            out[t.labels[0]] = nx.wrap(jax.device_put(data), *t.names)
             continue
         for i, label in enumerate(t.labels):
-            out[label] = nx.wrap(data[(slice(None),) * t.split_axis + (i,)], *t.names)
+            part = np.ascontiguousarray(data[(slice(None),) * t.split_axis + (i,)])
+            out[label] = nx.wrap(jax.device_put(part), *t.names)
     return out
 
 
