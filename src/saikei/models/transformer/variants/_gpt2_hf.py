@@ -178,11 +178,8 @@ def params_from_hf(
         "embedder.embeddings": nx.wrap(wte, "vocabulary", "embedding"),
         **_hf_tables.read_tensors(rest, get),
     }
-    per_layer = [
-        _hf_tables.read_tensors(_layer_tensors(config, f"{prefix}h.{i}"), get)
-        for i in range(config.num_decoder_blocks)
-    ]
-    return {**values, **_families.arrange_blocks(per_layer, config.use_layer_stack)}
+    layers = [_layer_tensors(config, f"{prefix}h.{i}") for i in range(config.num_decoder_blocks)]
+    return {**values, **_hf_tables.read_blocks(layers, get, config.use_layer_stack)}
 
 
 def params_to_hf(

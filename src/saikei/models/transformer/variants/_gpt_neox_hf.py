@@ -193,11 +193,10 @@ def params_from_hf(
         shape = (config.vocab_size, config.embedding_dim)
         _, head = _hf_tables.get_first(get, _LM_HEAD_NAMES, shape)
         values["lm_head.weights"] = nx.wrap(head, "vocabulary", "embedding")
-    per_layer = [
-        _hf_tables.read_tensors(_layer_tensors(config, f"gpt_neox.layers.{i}"), get)
-        for i in range(config.num_decoder_blocks)
+    layers = [
+        _layer_tensors(config, f"gpt_neox.layers.{i}") for i in range(config.num_decoder_blocks)
     ]
-    return {**values, **_families.arrange_blocks(per_layer, config.use_layer_stack)}
+    return {**values, **_hf_tables.read_blocks(layers, get, config.use_layer_stack)}
 
 
 def params_to_hf(

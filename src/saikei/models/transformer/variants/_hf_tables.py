@@ -156,6 +156,20 @@ def qkv_labels(bias: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return weights, tuple(bias_label(f"attention/{w}") for w in which)
 
 
+def _host_parts(t: HFTensor, get: _families.TensorGetter) -> list[np.ndarray]:
+    """The value(s) `t` holds, as numpy arrays (one per label).
+
+    Reshaped and split on the host: the same steps on JAX arrays would compile
+    a small XLA program for every new shape.
+    """
+    data = np.asarray(get(t.hf_name, t.hf_shape)).reshape(t.sizes)
+    if t.offset:
+        data = (data.astype(np.float32) + t.offset).astype(data.dtype)
+    if t.split_axis is None:
+        return [data]
+    return [np.take(data, i, axis=t.split_axis) for i in range(len(t.labels))]
+
+
 def read_tensors(
     tensors: Sequence[HFTensor], get: _families.TensorGetter
 ) -> dict[str, nx.NamedArray]:
@@ -171,18 +185,56 @@ def read_tensors(
     """
     out: dict[str, nx.NamedArray] = {}
     for t in tensors:
-        # Reshaped and split on the host: the same steps on JAX arrays would
-        # compile a small XLA program for every new shape.
-        data = np.asarray(get(t.hf_name, t.hf_shape)).reshape(t.sizes)
-        if t.offset:
-            data = (data.astype(np.float32) + t.offset).astype(data.dtype)
-        if t.split_axis is None:
-            out[t.labels[0]] = nx.wrap(jax.device_put(data), *t.names)
-            continue
-        for i, label in enumerate(t.labels):
-            part = np.ascontiguousarray(data[(slice(None),) * t.split_axis + (i,)])
+        for label, part in zip(t.labels, _host_parts(t, get), strict=False):
             out[label] = nx.wrap(jax.device_put(part), *t.names)
     return out
+
+
+def read_stacked(
+    layers: Sequence[Sequence[HFTensor]], get: _families.TensorGetter
+) -> dict[str, nx.NamedArray]:
+    """Reads the same tensors of several layers into values stacked on a `blocks` axis.
+
+    Keys are `blocks/{label}`, as `_families.arrange_blocks` names them. Each
+    tensor is copied straight into its stacked array, layer after layer, so
+    loading never holds a per-layer copy of the model beside the stacked one.
+
+    Example:
+      >>> import numpy as np
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> layers = [[_hf_tables.value(f"l{i}.w", "w", {"x": 2})] for i in range(3)]
+      >>> values = _hf_tables.read_stacked(layers, lambda key, shape: np.full(shape, int(key[1])))
+      >>> values["blocks/w"].unwrap("blocks", "x").tolist()
+      [[0, 0], [1, 1], [2, 2]]
+    """
+    out: dict[str, nx.NamedArray] = {}
+    for specs in zip(*layers, strict=True):
+        stacked: list[np.ndarray] = []
+        for i, t in enumerate(specs):
+            for k, part in enumerate(_host_parts(t, get)):
+                if i == 0:
+                    stacked.append(np.empty((len(specs), *part.shape), part.dtype))
+                stacked[k][i] = part
+        for label, array in zip(specs[0].labels, stacked, strict=True):
+            out[f"blocks/{label}"] = nx.wrap(jax.device_put(array), "blocks", *specs[0].names)
+    return out
+
+
+def read_blocks(
+    layers: Sequence[Sequence[HFTensor]], get: _families.TensorGetter, use_layer_stack: bool
+) -> dict[str, nx.NamedArray]:
+    """Reads every block's tensors, placed as `_families.arrange_blocks` places them.
+
+    Example:
+      >>> import numpy as np
+      >>> from saikei.models.transformer.variants import _hf_tables
+      >>> layers = [[_hf_tables.value(f"l{i}.w", "w", {"x": 2})] for i in range(2)]
+      >>> sorted(_hf_tables.read_blocks(layers, lambda key, shape: np.ones(shape), False))
+      ['block_0/w', 'block_1/w']
+    """
+    if use_layer_stack and layers:
+        return read_stacked(layers, get)
+    return _families.arrange_blocks([read_tensors(t, get) for t in layers], False)
 
 
 def write_tensors(

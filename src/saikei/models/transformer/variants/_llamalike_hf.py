@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from saikei.core import named_axes as nx
@@ -393,22 +393,25 @@ def _global_tensors(
 
 
 def _arrange(
-    config: llamalike.LlamalikeTransformerConfig, per_layer: list[dict[str, nx.NamedArray]]
+    config: llamalike.LlamalikeTransformerConfig,
+    num_layers: int,
+    read_stacked: Callable[[list[int]], dict[str, nx.NamedArray]],
+    read_one: Callable[[int], dict[str, nx.NamedArray]],
 ) -> dict[str, nx.NamedArray]:
-    """Places per-block values under the labels `build_llamalike_transformer` gives them."""
-    if not config.use_layer_stack or not per_layer:
-        return _families.arrange_blocks(per_layer, False)
-    period = llamalike.layer_stack_period(config)
-    if period == 1:
-        return _families.arrange_blocks(per_layer, True)
-    steps = len(per_layer) // period
+    """Places per-block values under the labels `build_llamalike_transformer` gives them.
+
+    `read_stacked(indices)` gives those blocks' values stacked (keys
+    `blocks/{label}`), `read_one(i)` block `i`'s (keys `{label}`).
+    """
+    period = llamalike.layer_stack_period(config) if config.use_layer_stack else 0
+    steps = num_layers // period if period else 0
     out: dict[str, nx.NamedArray] = {}
-    for j in range(period):
-        stacked = _families.arrange_blocks(per_layer[j : steps * period : period], True)
-        for key, value in stacked.items():
-            out[f"blocks/block_{j}/{key[len('blocks/') :]}"] = value
-    for i in range(steps * period, len(per_layer)):
-        for key, value in per_layer[i].items():
+    for j in range(period if steps else 0):
+        prefix = "blocks/" if period == 1 else f"blocks/block_{j}/"
+        for key, value in read_stacked(list(range(j, steps * period, period))).items():
+            out[prefix + key[len("blocks/") :]] = value
+    for i in range(steps * period, num_layers):
+        for key, value in read_one(i).items():
             out[f"block_{i}/{key}"] = value
     return out
 
@@ -454,12 +457,16 @@ def params_from_hf(
       [1.0, 1.0, 1.0, 1.0]
     """
 
-    per_layer = [
-        _hf_tables.read_tensors(_layer_tensors(config, f"model.layers.{i}", model_type), get)
-        for i in range(config.num_decoder_blocks)
-    ]
+    n = config.num_decoder_blocks
+    layers = [_layer_tensors(config, f"model.layers.{i}", model_type) for i in range(n)]
     global_values = _hf_tables.read_tensors(_global_tensors(config, model_type), get)
-    return {**global_values, **_arrange(config, per_layer)}
+    blocks = _arrange(
+        config,
+        n,
+        lambda indices: _hf_tables.read_stacked([layers[i] for i in indices], get),
+        lambda i: _hf_tables.read_tensors(layers[i], get),
+    )
+    return {**global_values, **blocks}
 
 
 def params_to_hf(

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from saikei.core import Parameter, bind_variables
 from saikei.core import named_axes as nx
-from saikei.models.transformer import model_parts
+from saikei.models.transformer import _families, model_parts
 from saikei.models.transformer.variants import _llamalike_hf, llamalike
 
 __all__ = ["GEMMA_PRESETS", "GemmaPreset", "gemma_from_pretrained_checkpoint"]
@@ -378,7 +378,12 @@ def gemma_from_pretrained_checkpoint(
     preset = _pick_preset(arrays, num_layers, preset_name)
     config = _config(arrays, preset, num_layers, upcast_activations_to_float32, use_layer_stack)
     per_layer = [_layer_values(arrays, i, config, preset) for i in range(num_layers)]
-    values = _llamalike_hf._arrange(config, per_layer)
+    values = _llamalike_hf._arrange(
+        config,
+        num_layers,
+        lambda indices: _families.arrange_blocks([per_layer[i] for i in indices], True),
+        lambda i: per_layer[i],
+    )
     values["embedder.embeddings"] = nx.wrap(
         _get(arrays, "embedder/input_embedding", 2), "vocabulary", "embedding"
     )
