@@ -80,6 +80,8 @@ class Result:
     note: str = ""
     peer: str = PEER
     error: str | None = None
+    # How the row was timed, when it differs from the run's Method line.
+    method: str | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -198,6 +200,7 @@ def compare(
         note=note,
         peer=peer_name,
         error="; ".join(errors) or None,
+        method=repeat_method(),
     )
 
 
@@ -327,6 +330,22 @@ def _git_revision() -> str:
     return f"{rev}{' (with uncommitted changes)' if dirty else ''}"
 
 
+def repeat_method() -> str:
+    """How `compare` times a row under the current `settings`."""
+    return (
+        f"median of {settings.repeats} alternating repeats after {settings.warmup} warm-up call(s)"
+    )
+
+
+def method_lines(results: list[Result]) -> list[str]:
+    """Bullet lines for rows timed otherwise than the Method line says (grouped)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.method is not None and r.method != repeat_method():
+            counts[r.method] = counts.get(r.method, 0) + 1
+    return [f"- {n} row(s) timed otherwise: {m}" for m, n in counts.items()]
+
+
 def machine_lines() -> list[str]:
     """Bullet lines describing the machine, versions and thread settings."""
     try:
@@ -348,8 +367,7 @@ def machine_lines() -> list[str]:
         f"- Threads: XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
         f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}; torch (where used) "
         "set_num_threads(1)",
-        f"- Method: median of {settings.repeats} alternating repeats after "
-        f"{settings.warmup} warm-up call(s); each repeat times a batch of calls lasting "
+        f"- Method: {repeat_method()}; each repeat times a batch of calls lasting "
         f">= {settings.min_batch_s:g} s on the slower side, with GC paused inside the batch",
     ]
 

@@ -62,6 +62,7 @@ def _results_markdown(results: list[_harness.Result], command: str) -> str:
         "(lower is better; the target is the ratio to stay under).",
         "",
         *_harness.machine_lines(),
+        *_harness.method_lines(results),
         "",
         _harness.table(results),
         "",
