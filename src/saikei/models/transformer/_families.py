@@ -146,15 +146,38 @@ def arrange_blocks(
     for key in list(per_layer[0]):
         first = per_layer[0][key]
         names = first.axis_names
-        # Stacked in host memory: `jnp.stack` would compile one XLA program per
-        # parameter shape, which took most of a small model's load time. Each
-        # layer's array is popped as it is copied, so that loading holds at
-        # most one parameter kind twice, never the whole model.
+        # Each layer's array is popped as it is stacked, so that loading holds
+        # at most one parameter kind twice, never the whole model.
+        if not all(on_host(layer[key].data_array) for layer in per_layer):
+            # Sharded (or accelerator) values are stacked where they are.
+            stacked = jnp.stack([layer.pop(key).unwrap(*names) for layer in per_layer])
+            out[f"blocks/{key}"] = nx.wrap(stacked, "blocks", *names)
+            continue
+        # Host values are stacked with numpy: `jnp.stack` would compile one XLA
+        # program per parameter shape, most of a small model's load time.
         host = np.empty((len(per_layer), *(first.named_shape[n] for n in names)), first.dtype)
         for i, layer in enumerate(per_layer):
             host[i] = np.asarray(layer.pop(key).unwrap(*names))
         out[f"blocks/{key}"] = nx.wrap(jax.device_put(host), "blocks", *names)
     return out
+
+
+def on_host(value: Any) -> bool:
+    """Whether `value` is in host memory: numpy, or a JAX array on one CPU device.
+
+    Loading reshapes, splits and stacks such values with numpy (no XLA programs
+    to compile); sharded or accelerator arrays stay with JAX operations.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from saikei.models.transformer import _families
+      >>> _families.on_host(np.zeros(2)), _families.on_host(jax.numpy.zeros(2))
+      (True, True)
+    """
+    if isinstance(value, jax.Array):
+        devices = value.sharding.device_set
+        return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+    return True
 
 
 def split_blocks(

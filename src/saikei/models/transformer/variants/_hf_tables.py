@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from saikei.core import named_axes as nx
@@ -156,18 +157,25 @@ def qkv_labels(bias: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return weights, tuple(bias_label(f"attention/{w}") for w in which)
 
 
-def _host_parts(t: HFTensor, get: _families.TensorGetter) -> list[np.ndarray]:
-    """The value(s) `t` holds, as numpy arrays (one per label).
+def _parts(t: HFTensor, get: _families.TensorGetter) -> list[Any]:
+    """The value(s) `t` holds, one per label: numpy arrays for host values.
 
-    Reshaped and split on the host: the same steps on JAX arrays would compile
-    a small XLA program for every new shape.
+    Host values are reshaped and split with numpy: the same steps on JAX
+    arrays compile a small XLA program for every new shape. Sharded or
+    accelerator values (a sharded load) stay JAX arrays where they are.
     """
-    data = np.asarray(get(t.hf_name, t.hf_shape)).reshape(t.sizes)
+    raw = get(t.hf_name, t.hf_shape)
+    xp = np if _families.on_host(raw) else jnp
+    data = xp.asarray(raw).reshape(t.sizes)
     if t.offset:
-        data = (data.astype(np.float32) + t.offset).astype(data.dtype)
+        data = (data.astype(xp.float32) + t.offset).astype(data.dtype)
     if t.split_axis is None:
         return [data]
-    return [np.take(data, i, axis=t.split_axis) for i in range(len(t.labels))]
+    return [data[(slice(None),) * t.split_axis + (i,)] for i in range(len(t.labels))]
+
+
+def _to_jax(value: Any) -> jax.Array:
+    return value if isinstance(value, jax.Array) else jax.device_put(value)
 
 
 def read_tensors(
@@ -185,8 +193,8 @@ def read_tensors(
     """
     out: dict[str, nx.NamedArray] = {}
     for t in tensors:
-        for label, part in zip(t.labels, _host_parts(t, get), strict=False):
-            out[label] = nx.wrap(jax.device_put(part), *t.names)
+        for label, part in zip(t.labels, _parts(t, get), strict=False):
+            out[label] = nx.wrap(_to_jax(part), *t.names)
     return out
 
 
@@ -209,14 +217,21 @@ def read_stacked(
     """
     out: dict[str, nx.NamedArray] = {}
     for specs in zip(*layers, strict=True):
-        stacked: list[np.ndarray] = []
+        # Per label: one numpy array filled layer by layer (host values), or
+        # the list of sharded values to stack with JAX.
+        stacked: list[Any] = []
         for i, t in enumerate(specs):
-            for k, part in enumerate(_host_parts(t, get)):
+            for k, part in enumerate(_parts(t, get)):
                 if i == 0:
-                    stacked.append(np.empty((len(specs), *part.shape), part.dtype))
-                stacked[k][i] = part
+                    host = isinstance(part, np.ndarray)
+                    stacked.append(np.empty((len(specs), *part.shape), part.dtype) if host else [])
+                if isinstance(stacked[k], list):
+                    stacked[k].append(part)
+                else:
+                    stacked[k][i] = part
         for label, array in zip(specs[0].labels, stacked, strict=True):
-            out[f"blocks/{label}"] = nx.wrap(jax.device_put(array), "blocks", *specs[0].names)
+            value = jnp.stack(array) if isinstance(array, list) else jax.device_put(array)
+            out[f"blocks/{label}"] = nx.wrap(value, "blocks", *specs[0].names)
     return out
 
 
