@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import pathlib
 import re
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -133,35 +131,6 @@ for (let i = 0; i < data.length; i += 4) {
 }
 return {colours: colours.size, pixels: canvas.toDataURL().length};
 """
-
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        pytest.skip("headless Chromium is not installed (scripts/_install_browser.sh does it)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import pathlib
 import re
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -76,35 +74,6 @@ def _model() -> Any:
         vocab_size=16,
     )
     return llamalike.build_llamalike_transformer(config, jax.random.key(0))
-
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        pytest.skip("headless Chromium is not installed (scripts/_install_browser.sh does it)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 @pytest.fixture(scope="module")
