@@ -10,18 +10,16 @@ to a path that exists in the model, and nothing may log a JavaScript error.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 import re
 from typing import Any
 
-import jax
 import pytest
 import treescope
 from treescope import layout_algorithms, lowering, rendering_parts
 
 import saikei.viz  # noqa: F401  (saikei's treescope handlers)
-from saikei.models.transformer.variants import llamalike
+from tests.viz.test_compact_html import _transformer
 
 pytestmark = pytest.mark.browser
 
@@ -62,25 +60,11 @@ return paths;
 """
 
 
-@functools.cache
-def _model() -> Any:
-    config = llamalike.LlamalikeTransformerConfig(
-        num_kv_heads=1,
-        query_head_multiplier=2,
-        embedding_dim=8,
-        projection_dim=4,
-        mlp_hidden_dim=12,
-        num_decoder_blocks=2,
-        vocab_size=16,
-    )
-    return llamalike.build_llamalike_transformer(config, jax.random.key(0))
-
-
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     html = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"{ERROR_TRAP}</head><body>{treescope.render_to_html(_model())}</body></html>"
+        f"{ERROR_TRAP}</head><body>{treescope.render_to_html(_transformer())}</body></html>"
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "transformer.html").write_text(html, encoding="utf-8")
@@ -97,7 +81,7 @@ def streaming_page_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     display.display = lambda html: shown.append(html.data)
     try:
         with lowering.collecting_deferred_renderings() as deferreds:
-            rendering = treescope.active_renderer.get().to_foldable_representation(_model())
+            rendering = treescope.active_renderer.get().to_foldable_representation(_transformer())
             treescope.active_expansion_strategy.get()(rendering.renderable)
         root = rendering_parts.build_full_line_with_annotations(rendering)
         assert deferreds, "the parameter summaries should be deferred"
@@ -138,7 +122,7 @@ def _words(text: str) -> str:
 def test_unfolding_every_node_shows_the_whole_text_rendering(driver: Any, page_url: str) -> None:
     _open(driver, page_url)
     shown = driver.execute_script(UNFOLD_ALL_JS)
-    assert _words(shown) == _words(_fully_expanded_text(_model()))
+    assert _words(shown) == _words(_fully_expanded_text(_transformer()))
     assert "Array([[" in shown  # parameter values, behind the folded arrays
     driver.save_screenshot(str(ARTIFACTS / "transformer_unfolded.png"))
     assert _errors(driver) == []
@@ -152,7 +136,7 @@ def test_streaming_display_fills_in_every_summary(driver: Any, streaming_page_ur
         lambda browser: browser.execute_script(PLACEHOLDERS_LEFT_JS) == 0
     )
     shown = driver.execute_script(UNFOLD_ALL_JS)
-    assert _words(shown) == _words(_fully_expanded_text(_model()))
+    assert _words(shown) == _words(_fully_expanded_text(_transformer()))
     _assert_copy_paths_resolve(driver)
     assert _errors(driver) == []
 
@@ -166,7 +150,7 @@ def test_every_copy_button_resolves_to_a_path_in_the_model(driver: Any, page_url
 def _assert_copy_paths_resolve(driver: Any) -> None:
     paths = driver.execute_script(COPY_PATHS_JS)
     assert len(paths) > 400
-    model = _model()
+    model = _transformer()
     for path in paths:
         assert path is not None
         eval(f"model{path}", {"model": model})
