@@ -131,6 +131,18 @@ def test_decode_matches_numpy_contraction():
     )
 
 
+@pytest.mark.parametrize("batch", [1, 8, 100])
+def test_decode_matches_numpy_for_one_a_few_and_many_rows(batch):
+    # Greedy decoding multiplies 1 or a few rows by the table, prefill many;
+    # each row count takes its own form of the product.
+    table = _table(vocab=50, dim=16)
+    x = np.random.default_rng(batch).normal(size=(batch, 1, 16)).astype(np.float32)
+    out = jax.jit(sk.nn.EmbeddingDecode(table))(sk.nx.wrap(x, "batch", "seq", "embedding"))
+    assert out.axis_names == ("batch", "seq", "vocabulary")
+    expected = np.einsum("bse,ve->bsv", x.astype(np.float64), _table_data(table))
+    np.testing.assert_allclose(np.asarray(out.data_array), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_decode_with_two_embedding_axes():
     w = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)  # heads, vocab, proj
     table = sk.nn.EmbeddingTable(

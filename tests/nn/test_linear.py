@@ -203,6 +203,32 @@ def test_linear_under_jit_and_grad():
     np.testing.assert_allclose(_np(grads[0].value, "a", "b"), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 8, 64, 65, 128])
+def test_weight_stored_out_in_matches_numpy_for_any_row_count(rows):
+    # One row, a few rows (batched decoding) and many rows take three different
+    # forms of the product with a weight stored (out, in); values and
+    # gradients must agree with numpy for each.
+    rng = np.random.default_rng(rows)
+    w = rng.normal(size=(24, 40)).astype(np.float32)  # (b, a): out, in
+    x = rng.normal(size=(rows, 40)).astype(np.float32)
+    cotangent = rng.normal(size=(rows, 24)).astype(np.float32)
+    layer = sk.nn.Linear(
+        weights=sk.Parameter(label="w", value=sk.nx.wrap(w, "b", "a")),
+        in_axis_names=("a",),
+        out_axis_names=("b",),
+    )
+
+    def loss(x):
+        out = layer(sk.nx.wrap(x, "n", "a"))
+        return (out.unwrap("n", "b") * cotangent).sum(), out
+
+    (_, out), grad_x = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    assert out.axis_names == ("n", "b")
+    np.testing.assert_allclose(_np(out, "n", "b"), x64 @ w64.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad_x), cotangent @ w64, rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     n_in=st.integers(1, 4),

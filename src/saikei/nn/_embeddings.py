@@ -15,6 +15,7 @@ from saikei.core import named_axes
 from saikei.core._struct import Struct, pytree_dataclass
 from saikei.nn._initializers import variance_scaling_initializer
 from saikei.nn._layer import Layer
+from saikei.nn._linear import _dot
 from saikei.nn._parameters import ParameterLike, make_parameter
 
 NamedArray = named_axes.NamedArray
@@ -266,11 +267,6 @@ class EmbeddingLookup(Layer):
         return NamedArray(data, names)
 
 
-@functools.partial(jax.jit, static_argnames=("x_dims", "table_dims"))
-def _contract(x: jax.Array, table: jax.Array, *, x_dims: tuple, table_dims: tuple) -> jax.Array:
-    return jnp.tensordot(x, table, axes=(x_dims, table_dims))
-
-
 @pytree_dataclass
 class EmbeddingDecode(Layer):
     """Maps vectors to logits over the vocabulary with an embedding table.
@@ -310,14 +306,8 @@ class EmbeddingDecode(Layer):
                 f"{where}: expected an input with embedding axes {expected} (and no"
                 f" {vocab!r} axis), but found named_shape {x_shape}."
             )
-        x_names = out_embeddings.axis_names
-        x_dims = tuple(x_names.index(n) for n in embedding_names)
-        table_dims = tuple(table.axis_names.index(n) for n in embedding_names)
-        data = _contract(
-            out_embeddings.data_array, table.data_array, x_dims=x_dims, table_dims=table_dims
-        )
-        kept = tuple(n for n in x_names if n not in embedding_names)
-        return NamedArray(data, (*kept, vocab))
+        # The same contraction as a Linear layer with the table as its weight.
+        return _dot(out_embeddings, table, embedding_names, ())
 
 
 # Rotary position embeddings ---------------------------------------------------------

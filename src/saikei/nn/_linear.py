@@ -99,6 +99,10 @@ def _grouped(names: tuple[Any, ...], groups: Sequence[Sequence[Any]]) -> list[in
     return runs
 
 
+# Up to this many rows, a product with a weight stored (out, in) puts the weight first.
+_FEW_ROWS = 64
+
+
 def _dot(
     left: NamedArray,
     right: NamedArray,
@@ -109,7 +113,9 @@ def _dot(
 
     Both arrays must have named axes only. The result's axes are `batch` (in
     `right`'s order), then the remaining axes of `left`, then those of
-    `right`, which is the order `dot_general` produces, so no data moves.
+    `right`, which is the order `dot_general` produces, so no data moves
+    (except a few rows times an `(out, in)` weight on CPU, computed weight
+    first and then transposed; see below).
 
     When each operand's batch, contracted and kept axes sit together (in
     either order, as in a weight stored `(out..., in...)`), the axes of each
@@ -162,13 +168,24 @@ def _dot(
     def dim(runs: list[int], group: int) -> tuple[int, ...]:
         return (runs.index(group),) if group in runs else ()
 
-    if right_runs == [2, 1] and lhs.ndim == 2 and lhs.shape[0] == 1:
+    rows = lhs.shape[left_runs.index(2)] if lhs.ndim == 2 and 2 in left_runs else 0
+    if right_runs == [2, 1] and rows == 1:
         # One row times a weight stored (out, in), as in decoding one token:
         # written as `x @ w.T`, XLA's CPU backend turns it into a fused loop
         # that streams the weight once, reading it in place even from a
         # LayerStack slice, where the plain contraction becomes a library call
         # that first copies the slice. With more rows the library call wins.
         data = jax.lax.dot_general(lhs, rhs.T, ((dim(left_runs, 1), (0,)), ((), ())))
+    elif right_runs == [2, 1] and 1 < rows <= _FEW_ROWS and jax.default_backend() == "cpu":
+        # A few rows (batched decoding) times a weight stored (out, in): the
+        # product `w @ x.T` reads the weight in its own layout, where `x @ w.T`
+        # makes XLA's CPU library repack the weight on every call (measured
+        # 1.7x faster at 8 rows, a little at 64, slower from 128 on:
+        # benchmarks/RESULTS-transformer.md, docs/performance.md). The barrier
+        # keeps XLA from folding the transpose back into the product. Measured
+        # on CPU only; other backends keep the plain product.
+        data = jax.lax.dot_general(rhs, lhs, (((1,), dim(left_runs, 1)), ((), ())))
+        data = jax.lax.optimization_barrier(data).T
     else:
         data = jax.lax.dot_general(
             lhs,
