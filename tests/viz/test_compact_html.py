@@ -25,7 +25,7 @@ from saikei import sk
 from saikei.models.transformer.variants import llamalike
 from saikei.viz import _node_building, _node_html
 from saikei.viz._copy_paths import CopyPathButton
-from saikei.viz._data_array_rendering import array_repr, render_data_array
+from saikei.viz._data_array_rendering import array_preview_options, array_repr, render_data_array
 from saikei.viz._named_array_handlers import value_statistics
 
 
@@ -202,12 +202,27 @@ def _lowered(rendering, expand: bool) -> tuple[str, str]:
     return lowering.render_to_text_as_root(line), re.sub(r"[0-9a-f]{32}", "ID", html)
 
 
+# The default preview options, numpy's own, and a third set.
+_PRINT_OPTIONS = [
+    array_preview_options.get(),
+    {},
+    {"precision": 8, "edgeitems": 3, "suppress": True},
+]
+
+
+@pytest.mark.parametrize("options", _PRINT_OPTIONS, ids=["default", "numpy", "other"])
 @pytest.mark.parametrize("expand", [False, True])
-def test_data_arrays_render_like_treescopes_jax_arrays(expand):
+def test_data_arrays_render_like_treescopes_jax_arrays_under_the_same_print_options(
+    expand, options
+):
     for array in _arrays():
-        ours = render_data_array(array, None, None, lambda array=array: value_statistics(array))
-        theirs = jax_support.render_jax_arrays(array, None, None)
-        assert _lowered(ours, expand) == _lowered(theirs, expand), (array.shape, array.dtype)
+        with array_preview_options.set_scoped(options):
+            ours = render_data_array(array, None, None, lambda array=array: value_statistics(array))
+        # Lowered outside the scope: a deferred rendering keeps the options it was made with.
+        ours = _lowered(ours, expand)
+        with np.printoptions(**options):
+            theirs = _lowered(jax_support.render_jax_arrays(array, None, None), expand)
+        assert ours == theirs, (array.shape, array.dtype, options)
 
 
 def test_statistics_and_repr_are_treescopes():
@@ -215,6 +230,26 @@ def test_statistics_and_repr_are_treescopes():
         if array.size:
             assert value_statistics(array) == jax_support.summarize_array_data(array), array
         assert array_repr(array) == jax_support.faster_array_repr(array), array
+
+
+def test_previews_default_to_four_decimals_and_two_edge_items():
+    x = sk.nx.wrap(jnp.arange(1000.0).reshape(10, 100) / 3, "a", "b")
+    html = treescope.render_to_html(x, compressed=False)
+    assert "[[  0.    ,   0.3333, ...,  32.6667,  33.    ]," in html
+    assert "0.33333334," not in html
+    with array_preview_options.set_scoped({}):
+        html = treescope.render_to_html(x, compressed=False)
+    assert "0.33333334," in html
+
+
+@pytest.mark.parametrize("bad", [{"decimals": 4}, [("precision", 4)], None])
+def test_bad_preview_options_name_the_setting(bad):
+    x = sk.nx.wrap(jnp.arange(3.0), "a")
+    with (
+        array_preview_options.set_scoped(bad),
+        pytest.raises(TypeError, match=r"array_preview_options holds .* dict of numpy print"),
+    ):
+        treescope.render_to_html(x)
 
 
 def test_an_autovisualizer_still_sees_data_arrays():

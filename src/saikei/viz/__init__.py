@@ -45,6 +45,7 @@ from saikei.viz._arrays_api import vocab_autovisualizer as vocab_autovisualizer
 from saikei.viz._core_hooks import register_core_hooks as _register_core_hooks
 
 # --- end of array rendering section ---
+from saikei.viz._data_array_rendering import array_preview_options as array_preview_options
 from saikei.viz._figures import Figure as Figure
 from saikei.viz._figures import attention_pattern as attention_pattern
 from saikei.viz._figures import heatmap as heatmap

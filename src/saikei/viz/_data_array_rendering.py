@@ -7,22 +7,71 @@ array that numpy can summarize anyway, saikei builds the very same rendering
 from the statistics it already has and one host copy. Anything else (tracers,
 deleted or multi-host arrays, huge arrays, an active autovisualizer, another
 handler registered for the type) goes through treescope's renderer as before.
+
+Either way the values print under `array_preview_options` (numpy print
+options, by default 4 decimals and 2 edge items per axis, as compact as
+PyTorch's tensor printing): the digits of every parameter's preview are most
+of a model's HTML, and 8 decimals of a weight say little more than 4.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import treescope
-from treescope import lowering, rendering_parts, type_registries
+from treescope import context, lowering, rendering_parts, type_registries
 from treescope.external import jax_support
 
 from saikei.viz._copy_paths import CopyPathButton
 
-__all__ = ["array_repr", "render_data_array"]
+__all__ = ["array_preview_options", "array_repr", "render_data_array"]
+
+
+class _ArrayPreviewOptions(context.ContextualValue[dict[str, Any]]):
+    """Numpy print options for the values a NamedArray's rendering shows.
+
+    `saikei.viz.array_preview_options` (also `sk.ts.array_preview_options`)
+    holds a dict of `numpy.set_printoptions` keywords, applied over numpy's
+    current options whenever saikei renders the `data_array` of a NamedArray
+    (a parameter, an activation, anything in a model). The default, 4
+    decimals and 2 edge items per axis, keeps a model's HTML small; `{}`
+    prints with numpy's own options, as treescope prints a bare jax.Array.
+    Change it for a block with `set_scoped`, or for the session with
+    `set_globally`, as any treescope contextual value.
+
+    Example:
+      >>> import numpy as np
+      >>> from saikei import sk
+      >>> x = sk.nx.wrap(np.full((3,), 1 / 3, np.float32), "a")
+      >>> "0.3333," in sk.ts.render_to_html(x, compressed=False)
+      True
+      >>> with sk.ts.array_preview_options.set_scoped({"precision": 8}):
+      ...   "0.33333334," in sk.ts.render_to_html(x, compressed=False)
+      True
+    """
+
+
+array_preview_options = _ArrayPreviewOptions(
+    module="saikei.viz",
+    qualname="array_preview_options",
+    initial_value={"precision": 4, "edgeitems": 2},
+)
+
+
+def _preview_printing(options: Any) -> contextlib.AbstractContextManager[Any]:
+    """`np.printoptions` for `options`, the value of `array_preview_options`."""
+    known = np.get_printoptions()
+    if not isinstance(options, dict) or not set(options) <= set(known):
+        raise TypeError(
+            f"saikei.viz.array_preview_options holds {options!r}; it must be a dict of"
+            f" numpy print options (keys among {sorted(known)}), e.g."
+            ' {"precision": 4, "edgeitems": 2}, or {} for numpy\'s own options.'
+        )
+    return np.printoptions(**options)
 
 
 def _renders_like_treescope(data: Any) -> bool:
@@ -144,7 +193,7 @@ def render_data_array(
     subtree_renderer: Any,
     statistics: Callable[[], str],
 ) -> Any:
-    """Renders a NamedArray's `data_array` exactly as treescope renders that array.
+    """Renders a NamedArray's `data_array` as treescope renders that array.
 
     Args:
       data: The wrapped array.
@@ -155,7 +204,8 @@ def render_data_array(
         computed once for the NamedArray summary and this rendering.
 
     Returns:
-      The rendering, with a `CopyPathButton` annotation.
+      The rendering, with a `CopyPathButton` annotation. Values print
+      under `array_preview_options`, read when this is called.
 
     Example:
       >>> import jax.numpy as jnp
@@ -165,8 +215,11 @@ def render_data_array(
       >>> lowering.render_to_text_as_root(part.renderable)
       '<jax.Array([0, 1, 2, 3], dtype=int32)>'
     """
+    options = array_preview_options.get()
+    _preview_printing(options)  # a bad value fails here, not in a deferred thunk
     if not _renders_like_treescope(data):
-        return subtree_renderer(data, path=path)
+        with _preview_printing(options):
+            return subtree_renderer(data, path=path)
 
     def placeholder() -> rendering_parts.RenderableTreePart:
         return rendering_parts.deferred_placeholder_style(
@@ -174,7 +227,9 @@ def render_data_array(
         )
 
     def thunk(expand_state: rendering_parts.ExpandState | None) -> Any:
-        return _node(data, statistics(), expand_state)
+        # Deferred rendering may run this later, outside the caller's scope.
+        with _preview_printing(options):
+            return _node(data, statistics(), expand_state)
 
     return rendering_parts.RenderableAndLineAnnotations(
         renderable=lowering.maybe_defer_rendering(main_thunk=thunk, placeholder_thunk=placeholder),
