@@ -82,6 +82,9 @@ class Result:
     error: str | None = None
     # How the row was timed, when it differs from the run's Method line.
     method: str | None = None
+    # The unit of saikei_s and peer_s for a row that measures something other
+    # than time (e.g. "KiB"); None for seconds.
+    unit: str | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -266,6 +269,12 @@ def _meets(result: Result) -> str:
     return "n/a" if verdict is None else ("yes" if verdict else "NO")
 
 
+def _format_value(value: float | None, unit: str | None) -> str:
+    if unit is None or value is None:
+        return format_seconds(value)
+    return f"{value:.3g} {unit}"
+
+
 def table(results: Sequence[Result]) -> str:
     """The results as a Markdown table (also readable as plain text)."""
     lines = [
@@ -274,8 +283,9 @@ def table(results: Sequence[Result]) -> str:
     ]
     for r in results:
         ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
+        ours, theirs = (_format_value(value, r.unit) for value in (r.saikei_s, r.peer_s))
         lines.append(
-            f"| {r.name} | {format_seconds(r.saikei_s)} | {r.peer} | {format_seconds(r.peer_s)}"
+            f"| {r.name} | {ours} | {r.peer} | {theirs}"
             f" | {ratio} | <= {r.target_ratio:g} | {_meets(r)} |"
         )
     return "\n".join(lines)
