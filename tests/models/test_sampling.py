@@ -155,7 +155,7 @@ def test_cached_model_keeps_selector_patches_and_labels_layerstack_caches():
     (attention,) = sk.select(cached).at_instances_of(sk.nn.KVCachingAttention).get_sequence()
     assert attention.kv_cache.label == "sampler/cache_0"
     assert attention.kv_cache.metadata["layerstack_axes"] == {
-        "blocks": sk.nn.LayerStackVarBehavior.PER_LAYER
+        "blocks": sk.nn.LayerStackVarBehavior.SHARED
     }
     assert attention.kv_cache.value[0].named_shape == {
         "blocks": 2,
@@ -286,6 +286,9 @@ def test_generate_on_a_cached_model_continues_its_cache():
     lm = _lm("llama_gqa", True)
     prompt = _tokens(2, 5)
     whole = _greedy(lm, prompt, 6)
+    np.testing.assert_array_equal(whole, _hf_greedy(_hf_model("llama_gqa"), prompt, 6))
+    # Two sequences: generate runs the cached stack's blocks as a list, each
+    # writing its slice of the one stacked cache.
     cached = sampling.KVCachingTransformerLM.from_uncached(lm, 10, {"batch": 2})
     first = _greedy(cached, prompt, 3)
     # The cache holds the prompt and every new token but the last.
@@ -600,12 +603,51 @@ def test_unstacked_model_computes_what_the_layerstack_does():
     stacked = _lm("llama_gqa", True)
     unstacked = sampling._unstacked(stacked)
     assert sk.select(unstacked).at_instances_of(sk.nn.LayerStack).count() == 0
-    assert sampling._stack_holds_only_parameters(stacked)
-    assert not sampling._stack_holds_only_parameters(unstacked)
+    assert sampling._stacks_run_as_lists(stacked)
+    assert not sampling._stacks_run_as_lists(unstacked)
     tokens = sk.nx.wrap(jnp.asarray(_tokens(2, 5)), "batch", "seq")
     np.testing.assert_allclose(
         np.asarray(unstacked(tokens).unwrap("batch", "seq", "vocabulary")),
         np.asarray(stacked(tokens).unwrap("batch", "seq", "vocabulary")),
         rtol=1e-5,
         atol=1e-5,
+    )
+
+
+def test_unstacked_cached_model_fills_the_stacked_cache_as_the_layerstack_does():
+    # A cached LayerStack holds one cache for all its blocks; run as a list,
+    # each block writes and reads its own slice of it, as inside the stack.
+    stacked = _lm("llama_gqa", True)
+    in_stack = sampling.KVCachingTransformerLM.from_uncached(stacked, 8, {"batch": 2})
+    as_list = sampling._unstacked(
+        sampling.KVCachingTransformerLM.from_uncached(stacked, 8, {"batch": 2})
+    )
+    assert sampling._stacks_run_as_lists(in_stack)
+    caches = [
+        sk.select(model).at_instances_of(sk.nn.KVCachingAttention).get_sequence()
+        for model in (in_stack, as_list)
+    ]
+    assert [len(c) for c in caches] == [1, 2]  # the list's blocks share one variable
+    assert caches[1][0].kv_cache is caches[1][1].kv_cache
+    tokens = _tokens(2, 6)
+    for chunk in (tokens[:, :4], tokens[:, 4:5], tokens[:, 5:]):
+        outs = [model(named_tokens(chunk)) for model in (in_stack, as_list)]
+        np.testing.assert_allclose(
+            *(np.asarray(o.unwrap("batch", "seq", "vocabulary")) for o in outs),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    for ours, theirs in zip(caches[0][0].kv_cache.value, caches[1][0].kv_cache.value):
+        assert ours.named_shape == theirs.named_shape
+        np.testing.assert_allclose(
+            np.asarray(ours.unwrap(*ours.axis_names)),
+            np.asarray(theirs.unwrap(*ours.axis_names)),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    np.testing.assert_allclose(
+        np.asarray(outs[0].unwrap("batch", "seq", "vocabulary"))[:, -1],
+        our_logits(stacked, tokens)[:, -1],
+        atol=1e-5,
+        rtol=0,
     )

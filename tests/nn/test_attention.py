@@ -417,6 +417,33 @@ def test_cache_holds_the_written_keys_and_values():
     assert keys.named_shape == values.named_shape
 
 
+def test_stacked_cache_writes_and_reads_only_the_running_layers_slice():
+    # A cache stacked over 3 LayerStack layers; layer 1 runs (told so by the
+    # side input a LayerStack gives): its values land in slice 1 only, and it
+    # attends over that slice as a layer with its own cache would.
+    layer = _cached_layer("causal", layerstack_axes={"blocks": 3})
+    x = _inputs()
+    expected = _run_cached(_cached_layer("causal"), x, chunks=[4, 1])
+    got = _run_cached(
+        layer,
+        x,
+        chunks=[4, 1],
+        call=lambda layer, x, **side: layer(x, layerstack_index={"blocks": jnp.int32(1)}, **side),
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    _, values = layer.kv_cache.value
+    got_values = np.asarray(values.unwrap("blocks", "batch", "seq", "heads", "projection"))
+    expected_values = np.einsum("bse,ehp->bshp", x[:, :5], _weights()["v"])
+    np.testing.assert_allclose(got_values[1, :, :5], expected_values, atol=1e-5)
+    assert not got_values[[0, 2]].any() and not got_values[1, :, 5:].any()
+
+
+def test_stacked_cache_outside_its_layerstack_is_an_error():
+    layer = _cached_layer("causal", layerstack_axes={"blocks": 3})
+    with pytest.raises(ValueError, match=r"must run inside that LayerStack.*\['blocks'\]"):
+        _run_cached(layer, _inputs(), chunks=[2])
+
+
 def test_cache_overflow_is_an_error_when_index_is_concrete():
     layer = _cached_layer("causal", cache_len=4)
     with pytest.raises(ValueError, match="cannot write 2 new entries at index 3"):
@@ -487,9 +514,11 @@ def test_from_uncached_label_dtype_and_shape():
 
 def test_from_uncached_with_layerstack_axes():
     layer = _cached_layer("causal", layerstack_axes={"blocks": 5})
+    # One cache for all layers, carried through the stack; each layer finds its slice.
     assert layer.kv_cache.metadata == {
-        "layerstack_axes": {"blocks": sk.nn.LayerStackVarBehavior.PER_LAYER}
+        "layerstack_axes": {"blocks": sk.nn.LayerStackVarBehavior.SHARED}
     }
+    assert layer.layerstack_axes == ("blocks",)
     assert layer.kv_cache.value[0].named_shape["blocks"] == 5
     assert isinstance(layer.kv_cache.label, sk.AutoStateVarLabel)
 

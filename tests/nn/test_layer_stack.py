@@ -570,3 +570,28 @@ def test_bad_sizes_are_rejected(field, value):
     kwargs = {"stack_axis_size": 2, "unroll": 1, field: value}
     with pytest.raises(ValueError, match=field):
         sk.nn.LayerStack(sk.nn.Identity(), STACK, **kwargs)
+
+
+@sk.pytree_dataclass
+class _RecordIndex(sk.nn.Layer):
+    """Appends 10 * outer index + inner index (from the stack's side input) to a list."""
+
+    def __call__(self, x, /, **side_inputs):
+        index = side_inputs["layerstack_index"]
+        value = 10 * index.get("outer", 0) + index["inner"]
+        return {"seen": x["seen"].at[x["count"]].set(value), "count": x["count"] + 1}
+
+
+def test_each_layer_is_told_its_index_and_the_enclosing_stacks():
+    inner = sk.nn.LayerStack(_RecordIndex(), stack_axis="inner", stack_axis_size=3)
+    start = {"seen": jnp.full((6,), -1, jnp.int32), "count": jnp.int32(0)}
+    assert inner(start)["seen"].tolist() == [0, 1, 2, -1, -1, -1]
+    outer = sk.nn.LayerStack(inner, stack_axis="outer", stack_axis_size=2)
+    assert jax.jit(outer)(start)["seen"].tolist() == [0, 1, 2, 10, 11, 12]
+
+
+def test_a_side_input_that_takes_the_stacks_index_name_is_an_error():
+    stack = sk.nn.LayerStack(_RecordIndex(), stack_axis="inner", stack_axis_size=3)
+    start = {"seen": jnp.zeros((3,), jnp.int32), "count": jnp.int32(0)}
+    with pytest.raises(TypeError, match="'layerstack_index' is the LayerStack's own"):
+        stack(start, layerstack_index=5)

@@ -19,7 +19,11 @@ from saikei.core._struct import pytree_dataclass
 from saikei.core._variables import StateVariable
 from saikei.nn._embeddings import _require_named, _side_input
 from saikei.nn._layer import Layer
-from saikei.nn._layer_stack_types import LAYERSTACK_AXES_METADATA_KEY, LayerStackVarBehavior
+from saikei.nn._layer_stack_types import (
+    LAYERSTACK_AXES_METADATA_KEY,
+    LAYERSTACK_INDEX_INPUT_NAME,
+    LayerStackVarBehavior,
+)
 
 NamedArray = named_axes.NamedArray
 
@@ -80,29 +84,41 @@ class Attention(Layer):
         return self.attn_value_to_output((attn, value), **side_inputs)
 
 
-@functools.partial(jax.jit, static_argnames=("key_perm", "value_perm", "key_axis", "value_axis"))
+@functools.partial(
+    jax.jit, static_argnames=("key_perm", "value_perm", "key_axis", "value_axis", "stack_dims")
+)
 def _write_kv(
     key_cache: jax.Array,
     value_cache: jax.Array,
     key: jax.Array,
     value: jax.Array,
     end_index: jax.Array,
+    stack_index: tuple[jax.Array, ...],
     *,
     key_perm: tuple[int, ...],
     value_perm: tuple[int, ...],
     key_axis: int,
     value_axis: int,
+    stack_dims: tuple[int, ...],
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Writes `key` and `value` into the caches at `end_index` along the sequence axis.
+
+    `stack_dims` are the caches' LayerStack axes (in increasing order), which
+    the new entries lack; they are written at `stack_index`, in place.
+    """
     end_index = jnp.asarray(end_index, jnp.int32)
 
     def write(cache: jax.Array, new: jax.Array, perm: tuple[int, ...], axis: int) -> jax.Array:
         starts = [jnp.zeros((), jnp.int32)] * cache.ndim
         starts[axis] = end_index
-        new = jnp.transpose(new, perm).astype(cache.dtype)
+        for dim, index in zip(stack_dims, stack_index):
+            starts[dim] = jnp.asarray(index, jnp.int32)
+        new = jnp.expand_dims(jnp.transpose(new, perm).astype(cache.dtype), stack_dims)
         return jax.lax.dynamic_update_slice(cache, new, starts)
 
     in_range = (end_index >= 0) & (
-        end_index + key.shape[key_perm[key_axis]] <= key_cache.shape[key_axis]
+        end_index + key.shape[key_perm[key_axis - sum(d < key_axis for d in stack_dims)]]
+        <= key_cache.shape[key_axis]
     )
     return (
         write(key_cache, key, key_perm, key_axis),
@@ -155,7 +171,13 @@ class KVCachingAttention(Layer):
       sequence_axis: The axis of keys and values along which the cache grows.
       kv_cache_end_index_key: The side input holding the write index.
       kv_cache: A StateVariable holding `(key_cache, value_cache)`,
-        NamedArrays with the keys' axes and `sequence_axis` of size `L`.
+        NamedArrays with the keys' axes and `sequence_axis` of size `L`
+        (and the `layerstack_axes`, if any).
+      layerstack_axes: For a layer inside a LayerStack: the stack axes along
+        which `kv_cache` holds the caches of all the stack's layers. The
+        variable is SHARED in the stack, and each layer writes and reads its
+        own slice, found from the stack's `layerstack_index` side input, in
+        place. Empty for a layer that holds its own cache.
 
     Example:
       >>> import jax.numpy as jnp
@@ -182,6 +204,7 @@ class KVCachingAttention(Layer):
     sequence_axis: str = _static()
     kv_cache_end_index_key: Hashable = _static()
     kv_cache: StateVariable[tuple[NamedArray, NamedArray]]
+    layerstack_axes: tuple[Hashable, ...] = _static(default=())
 
     @classmethod
     def from_uncached(
@@ -210,9 +233,11 @@ class KVCachingAttention(Layer):
           cache_label: The cache StateVariable's label; None for an automatic
             label.
           layerstack_axes: Stack axes and sizes when the layer lives inside a
-            `LayerStack`: each layer gets its own slice of the cache along
-            them, recorded in the variable's metadata as
-            `{"layerstack_axes": {axis: LayerStackVarBehavior.PER_LAYER}}`.
+            `LayerStack`: the cache holds every layer's along them, and each
+            layer writes and reads its own slice in place (the variable's
+            metadata says `{"layerstack_axes": {axis:
+            LayerStackVarBehavior.SHARED}}`, and the layer reads its index
+            from the stack's `layerstack_index` side input).
 
         Returns:
           A `KVCachingAttention`.
@@ -256,8 +281,11 @@ class KVCachingAttention(Layer):
         shape.update(list(cached_axes.items())[-1:])
         metadata = {}
         if stack_axes:
+            # One cache for all layers, carried through the stack's loop: a
+            # PER_LAYER cache would be sliced out and written back whole at
+            # every layer, which costs more than the attention reading it.
             metadata[LAYERSTACK_AXES_METADATA_KEY] = {
-                axis: LayerStackVarBehavior.PER_LAYER for axis in stack_axes
+                axis: LayerStackVarBehavior.SHARED for axis in stack_axes
             }
         cache = StateVariable(
             (named_axes.zeros(shape, cache_dtype), named_axes.zeros(shape, cache_dtype)),
@@ -273,6 +301,7 @@ class KVCachingAttention(Layer):
             sequence_axis=sequence_axis,
             kv_cache_end_index_key=cache_end_index_key,
             kv_cache=cache,
+            layerstack_axes=tuple(stack_axes),
         )
 
     def _end_index(self, side_inputs: dict[str, Any], where: str) -> Any:
@@ -316,21 +345,73 @@ class KVCachingAttention(Layer):
             cache.axis_names.index(self.sequence_axis),
         )
 
+    def _stack_index(self, side_inputs: dict[str, Any], where: str) -> tuple[Any, ...]:
+        """The running layer's index along each of `layerstack_axes`."""
+        if not self.layerstack_axes:
+            return ()
+        indices = side_inputs.get(LAYERSTACK_INDEX_INPUT_NAME)
+        missing = [
+            axis
+            for axis in self.layerstack_axes
+            if not isinstance(indices, dict) or axis not in indices
+        ]
+        if missing:
+            raise ValueError(
+                f"{where}: this layer holds the caches of all layers of a LayerStack along"
+                f" {list(self.layerstack_axes)} and must run inside that LayerStack, which"
+                f" tells it its layer with the side input {LAYERSTACK_INDEX_INPUT_NAME!r};"
+                f" found no index for {missing}. Run it through the LayerStack (or, to run"
+                f" one layer alone, pass {LAYERSTACK_INDEX_INPUT_NAME}={{axis: index}})."
+            )
+        return tuple(indices[axis] for axis in self.layerstack_axes)
+
+    def _layer_view(self, cache: NamedArray, index: tuple[Any, ...] | None) -> NamedArray:
+        """The running layer's slice of a cache stacked along `layerstack_axes`.
+
+        With `index=None`, only its shape (a NamedArray of a ShapeDtypeStruct).
+        """
+        data, names = cache.data_array, list(cache.axis_names)
+        if index is None:
+            data = jax.ShapeDtypeStruct(jnp.shape(data), jnp.result_type(data))
+        for axis, i in zip(self.layerstack_axes, index or (None,) * len(self.layerstack_axes)):
+            dim = names.index(axis)
+            if index is None:
+                shape = data.shape[:dim] + data.shape[dim + 1 :]
+                data = jax.ShapeDtypeStruct(shape, data.dtype)
+            else:
+                data = jax.lax.dynamic_index_in_dim(data, i, dim, keepdims=False)
+            del names[dim]
+        return NamedArray(data, tuple(names))
+
     def __call__(self, x: Any, /, **side_inputs: Any) -> Any:
         where = f"KVCachingAttention(cache {self.kv_cache.label!r})"
         end_index = self._end_index(side_inputs, where)
+        stack_index = self._stack_index(side_inputs, where)
         query = self.input_to_query(x, **side_inputs)
         key = self.input_to_key(x, **side_inputs)
         value = self.input_to_value(x, **side_inputs)
         key_cache, value_cache = self.kv_cache.value
-        key_perm, key_axis = self._layouts(key_cache, key, "key", where)
-        value_perm, value_axis = self._layouts(value_cache, value, "value", where)
-        cache_len = key_cache.named_shape[self.sequence_axis]
-        new_len = key.named_shape[self.sequence_axis]
-        if (value_cache.named_shape[self.sequence_axis], value.named_shape[self.sequence_axis]) != (
-            cache_len,
-            new_len,
+        stack_dims = tuple(
+            sorted(key_cache.axis_names.index(axis) for axis in self.layerstack_axes)
+        )
+        if tuple(value_cache.axis_names.index(a) for a in self.layerstack_axes) != tuple(
+            key_cache.axis_names.index(a) for a in self.layerstack_axes
         ):
+            raise ValueError(
+                f"{where}: the key and value caches must have the LayerStack axes"
+                f" {list(self.layerstack_axes)} at the same positions; found"
+                f" {key_cache.axis_names} and {value_cache.axis_names}."
+            )
+        key_layer = self._layer_view(key_cache, None)
+        value_layer = self._layer_view(value_cache, None)
+        key_perm, _ = self._layouts(key_layer, key, "key", where)
+        value_perm, _ = self._layouts(value_layer, value, "value", where)
+        cache_len = key_layer.named_shape[self.sequence_axis]
+        new_len = key.named_shape[self.sequence_axis]
+        if (
+            value_layer.named_shape[self.sequence_axis],
+            value.named_shape[self.sequence_axis],
+        ) != (cache_len, new_len):
             raise ValueError(
                 f"{where}: keys and values disagree on {self.sequence_axis!r}: new keys"
                 f" {key.named_shape}, new values {value.named_shape}, key cache"
@@ -349,14 +430,19 @@ class KVCachingAttention(Layer):
             key.data_array,
             value.data_array,
             end_index,
+            stack_index,
             key_perm=key_perm,
             value_perm=value_perm,
-            key_axis=key_axis,
-            value_axis=value_axis,
+            key_axis=key_cache.axis_names.index(self.sequence_axis),
+            value_axis=value_cache.axis_names.index(self.sequence_axis),
+            stack_dims=stack_dims,
         )
         key_cache = NamedArray(new_keys, key_cache.axis_names)
         value_cache = NamedArray(new_values, value_cache.axis_names)
         self.kv_cache.value = (key_cache, value_cache)
+        # The layer's own slice of the updated caches (all of them without a stack).
+        key_cache = self._layer_view(key_cache, stack_index)
+        value_cache = self._layer_view(value_cache, stack_index)
         attn = self.query_key_to_attn((query, key_cache), **side_inputs)
         output = self.attn_value_to_output((attn, value_cache), **side_inputs)
         return _poison_unless(in_range, output) if traced else output

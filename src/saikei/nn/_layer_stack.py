@@ -17,7 +17,9 @@ What is sliced per layer, and what is the same for every layer:
   PER_LAYER values are sliced and re-stacked, SHARED values are carried from
   layer to layer;
 * StateVariables that reach the layers through side inputs (a RandomStream's
-  offset, say) are carried like SHARED ones.
+  offset, say) are carried like SHARED ones;
+* each layer gets the side input `layerstack_index`, `{stack_axis: i}` with
+  the index of the running layer (merged with that of an enclosing stack).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from saikei.nn._layer import Layer
 from saikei.nn._layer_stack_types import (
     ANY_STACK_AXIS,
     LAYERSTACK_AXES_METADATA_KEY,
+    LAYERSTACK_INDEX_INPUT_NAME,
     LayerStackVarBehavior,
 )
 
@@ -132,8 +135,14 @@ class LayerStack(Layer):
     re-stacked, SHARED values are carried from layer to layer; the key
     `"*"` gives the behavior in every stack not named (savers use it).
     StateVariables in the side inputs are carried like SHARED ones. Side
-    inputs reach every layer. Each layer's output must have the structure,
-    shapes and dtypes of its input (it becomes the next layer's input).
+    inputs reach every layer, with one more: `layerstack_index`, a dict
+    `{stack_axis: index}` holding the running layer's index (an int32
+    scalar), merged with the dict of an enclosing stack. A layer that keeps
+    one SHARED value for all layers reads its own part with it (a
+    KVCachingAttention writes and reads its slice of a cache stacked over the
+    layers in place, where a PER_LAYER cache would be copied out and back at
+    every layer). Each layer's output must have the structure, shapes and
+    dtypes of its input (it becomes the next layer's input).
 
     Selecting inside the prototype (`sk.select(stack).at_instances_of(...)`)
     patches every layer at once.
@@ -468,9 +477,17 @@ def _run_stack(stack: LayerStack, argument: Any, side_inputs: dict[str, Any]) ->
         )
     stacked_xs = tuple(_scan_ready(leaves[i], axis) for i in stacked_positions)
 
+    outer_index = side_inputs.get(LAYERSTACK_INDEX_INPUT_NAME, {})
+    if not isinstance(outer_index, dict):
+        raise TypeError(
+            f"LayerStack (stack_axis {axis!r}): the side input {LAYERSTACK_INDEX_INPUT_NAME!r}"
+            f" is the LayerStack's own (a dict of stack axes to layer indices), got"
+            f" {outer_index!r}. Rename your side input."
+        )
+
     def body(carry: Any, xs: Any) -> tuple[Any, Any]:
         value, shared_values = carry
-        layer_leaves, per_layer_values = xs
+        layer_leaves, per_layer_values, index = xs
         step_leaves = list(leaves)
         for i, leaf in zip(stacked_positions, layer_leaves):
             step_leaves[i] = leaf
@@ -479,6 +496,10 @@ def _run_stack(stack: LayerStack, argument: Any, side_inputs: dict[str, Any]) ->
         layer, step_side_inputs = bind_variables(
             (layer, frozen_side_inputs), temporaries, allow_unused=True
         )
+        step_side_inputs = {
+            **step_side_inputs,
+            LAYERSTACK_INDEX_INPUT_NAME: {**outer_index, axis: index},
+        }
         output = layer(value, **step_side_inputs)
         _check_no_variables(output, "the output of a layer")
         output = _like_carry(output, value)
@@ -496,7 +517,7 @@ def _run_stack(stack: LayerStack, argument: Any, side_inputs: dict[str, Any]) ->
         (result, shared_final), per_layer_out = jax.lax.scan(
             body,
             (argument, shared_init),
-            (stacked_xs, per_layer_xs),
+            (stacked_xs, per_layer_xs, jnp.arange(stack.stack_axis_size, dtype=jnp.int32)),
             length=stack.stack_axis_size,
             unroll=stack.unroll,
         )

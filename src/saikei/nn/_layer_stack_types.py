@@ -7,6 +7,14 @@ import enum
 LAYERSTACK_AXES_METADATA_KEY = "layerstack_axes"
 """StateVariable metadata key: a dict `{stack_axis_name: LayerStackVarBehavior}`."""
 
+LAYERSTACK_INDEX_INPUT_NAME = "layerstack_index"
+"""Side input a LayerStack gives its layers: `{stack_axis: index of the running layer}`.
+
+Merged with the dict of any enclosing LayerStack; the indices are int32
+scalars. A KVCachingAttention inside a stack reads it to write and read its
+own slice of one cache stacked over the layers (see `LayerStackVarBehavior`).
+"""
+
 ANY_STACK_AXIS = "*"
 """Key of `layerstack_axes` that applies to every stack axis not named (e.g. savers)."""
 

@@ -23,6 +23,7 @@ from saikei.core import (
     AbstractVariable,
     Parameter,
     bind_variables,
+    pytree_dataclass,
     select,
     unbind_params,
     unbind_state_vars,
@@ -42,6 +43,12 @@ from saikei.models.transformer._kv_caching import (
     _reserved_axes,
 )
 from saikei.models.transformer.model_parts import TransformerLM, TransformerMetadata
+from saikei.nn._layer_stack_types import (
+    ANY_STACK_AXIS,
+    LAYERSTACK_AXES_METADATA_KEY,
+    LAYERSTACK_INDEX_INPUT_NAME,
+    LayerStackVarBehavior,
+)
 
 
 def _filter_top_k(logits: jax.Array, k: jax.Array) -> jax.Array:
@@ -160,27 +167,56 @@ def _changed_layout(new_state: tuple[Any, ...], old_state: tuple[Any, ...]) -> l
     return [_layout(new.value) != _layout(old.value) for new, old in zip(new_state, old_state)]
 
 
-def _stack_holds_only_parameters(model: Any) -> bool:
-    """Whether `model` has LayerStacks and they hold no variables but Parameters."""
+def _shared_in(stack: nn.LayerStack, variable: AbstractVariable) -> bool:
+    """Whether `variable` is one value that every layer of `stack` reads and updates."""
+    axes = (getattr(variable, "metadata", None) or {}).get(LAYERSTACK_AXES_METADATA_KEY)
+    if not isinstance(axes, dict):
+        return False
+    behavior = axes.get(stack.stack_axis, axes.get(ANY_STACK_AXIS))
+    return behavior is LayerStackVarBehavior.SHARED
+
+
+def _stacks_run_as_lists(model: Any) -> bool:
+    """Whether `model` has LayerStacks that `_unstacked` can run as lists of blocks.
+
+    They may hold Parameters (sliced once per call) and SHARED state, such as
+    a KV cache stacked over the layers, which the blocks update in turn.
+    """
     stacks = select(model).at_instances_of(nn.LayerStack).get_sequence()
-    variables = [
-        leaf
+    return bool(stacks) and all(
+        isinstance(leaf, Parameter) or _shared_in(stack, leaf)
         for stack in stacks
         for leaf in jax.tree_util.tree_leaves(
             stack, is_leaf=lambda x: isinstance(x, AbstractVariable)
         )
         if isinstance(leaf, AbstractVariable)
-    ]
-    return bool(stacks) and all(isinstance(v, Parameter) for v in variables)
+    )
+
+
+@pytree_dataclass
+class _AtStackIndex(nn.Layer):
+    """One block of an unstacked LayerStack, told its index as the stack tells it."""
+
+    block: Any
+    stack_axis: Any = dataclasses.field(metadata={"pytree_node": False})
+    index: int = dataclasses.field(metadata={"pytree_node": False})
+
+    def __call__(self, x: Any, /, **side_inputs: Any) -> Any:
+        outer = side_inputs.get(LAYERSTACK_INDEX_INPUT_NAME, {})
+        index = {**outer, self.stack_axis: jnp.int32(self.index)}
+        return self.block(x, **{**side_inputs, LAYERSTACK_INDEX_INPUT_NAME: index})
 
 
 def _unstacked(model: Any) -> Any:
     """`model` with every LayerStack run as a `Sequential` of its layers.
 
     Each layer gets its own slices of the stacked weights (under `jit`, XLA
-    slices them once per call). Decoding several sequences at once needs
-    this: XLA's CPU matrix product cannot read a weight in place from inside
-    the stack's loop, so each step would copy every block's weights first.
+    slices them once per call), and the `layerstack_index` side input the
+    stack would give it (a KV cache stacked over the layers is one SHARED
+    variable, which each layer updates in place at its index). Decoding
+    several sequences at once needs this: XLA's CPU matrix product cannot
+    read a weight in place from inside the stack's loop, so each step would
+    copy every block's weights first.
     """
 
     def unstack(stack: nn.LayerStack) -> nn.Sequential:
@@ -198,7 +234,8 @@ def _unstacked(model: Any) -> Any:
                     return Parameter(label=f"{leaf.label}[{index}]", value=value[{axis: index}])
                 return value[{axis: index}]
 
-            return jax.tree_util.tree_map(take, stack.stacked_sublayers, is_leaf=is_leaf)
+            block = jax.tree_util.tree_map(take, stack.stacked_sublayers, is_leaf=is_leaf)
+            return _AtStackIndex(block, axis, index)
 
         return nn.Sequential([layer(i) for i in range(stack.stack_axis_size)])
 
@@ -581,10 +618,9 @@ def generate(
         capture=wanted,
         # One sequence decodes fastest with the weights read in place from the
         # stack; several run as a block list (see `_unstacked`).
-        unstack=new_cache is not None
-        and not wanted
+        unstack=not wanted
         and int(np.prod(list(batch_axes.values()), dtype=int)) > 1
-        and _stack_holds_only_parameters(model),
+        and _stacks_run_as_lists(model),
     )
     tree, params = unbind_params(model, freeze=True)
     tree, state_vars = unbind_state_vars(tree)
