@@ -31,7 +31,9 @@ Cases (each times saikei against one peer side by side, median seconds):
   decode, since bandwidth drifts on a shared machine). Target <= 1.5x.
 - LayerStack vs block list: saikei's default model (blocks in one
   `LayerStack`) against the same weights loaded as a list of blocks, for
-  prefill 1x512 and decode b1/b8. Target <= 1.0 (the stack is never slower).
+  prefill 1x512, decode b1/b8 and (SmolLM2) decode b1 with a 1040-slot
+  cache, where reading and writing the cache costs most. Target <= 1.0 (the
+  stack is never slower).
 - cold generate: the decode b1 case with every JAX cache cleared first
   (`jax.clear_caches()`), i.e. tracing and compiling plus one run; saikei
   compiles its whole loop, penzai its one-step `Jitted` body.
@@ -88,6 +90,8 @@ NEW_TOKENS = 128
 BLOCK_LIST = "saikei, blocks as a list"
 # Repeats for the decode rows comparing the LayerStack with the block list.
 STACK_DECODE_REPEATS = 9
+# Cache slots of the long-context stack-vs-list decode row.
+LONG_CACHE = 1040
 STACK_NOTE = (
     "saikei's default model (blocks in one LayerStack) against the same weights loaded with"
     " use_layer_stack=False (a Sequential of blocks)"
@@ -240,7 +244,14 @@ def _saikei_prefill(which: str, batch: int, length: int, stack: bool = True) -> 
     return run
 
 
-def _saikei_generate(which: str, batch: int, length: int, new: int, stack: bool = True) -> Any:
+def _saikei_generate(
+    which: str,
+    batch: int,
+    length: int,
+    new: int,
+    stack: bool = True,
+    cache_len: int | None = None,
+) -> Any:
     from saikei import sk
     from saikei.models.transformer import generate
 
@@ -248,7 +259,9 @@ def _saikei_generate(which: str, batch: int, length: int, new: int, stack: bool 
     tokens = sk.nx.wrap(jnp.asarray(_prompt(batch, length, _vocab(which))), "batch", "seq")
 
     def run() -> Any:
-        return jax.block_until_ready(generate(model, tokens, max_new_tokens=new, temperature=0.0))
+        return jax.block_until_ready(
+            generate(model, tokens, max_new_tokens=new, temperature=0.0, cache_len=cache_len)
+        )
 
     out = np.asarray(run().unwrap("batch", "seq"))
     _check(
@@ -610,6 +623,27 @@ def _compare(case: str, **kwargs: Any) -> Result:
     return compare(case, **kwargs)
 
 
+def _long_cache_row(which: str) -> Result:
+    """Stack against list decoding with a long cache, whose reads then cost most."""
+    args = (which, 1, PROMPT_DECODE, NEW_TOKENS)
+    saved = _harness.settings.repeats
+    _harness.settings.repeats = STACK_DECODE_REPEATS
+    try:
+        return _per_token(
+            _compare(
+                f"{which} decode b1, {LONG_CACHE}-slot cache (per new token)",
+                saikei=functools.partial(_saikei_generate, *args, cache_len=LONG_CACHE),
+                peer=functools.partial(_saikei_generate, *args, False, cache_len=LONG_CACHE),
+                peer_name=BLOCK_LIST,
+                note=STACK_NOTE
+                + f"; generate(cache_len={LONG_CACHE}): attention reads the whole cache (masked)"
+                " at every step, as it does once a long context fills it",
+            )
+        )
+    finally:
+        _harness.settings.repeats = saved
+
+
 def run() -> list[Result]:
     """Runs every transformer case (see the module docstring)."""
     results: list[Result] = []
@@ -698,6 +732,8 @@ def run() -> list[Result]:
                     )
                 )
                 _harness.settings.repeats = repeats
+            if which == "smollm2":
+                results.append(_long_cache_row(which))
             gen = (which, 1, PROMPT_DECODE, NEW_TOKENS)
             results.append(
                 _compare(
