@@ -444,6 +444,31 @@ def test_stacked_cache_outside_its_layerstack_is_an_error():
         _run_cached(layer, _inputs(), chunks=[2])
 
 
+def test_stacked_cache_index_out_of_range_is_an_error_or_nan_under_jit():
+    layer = _cached_layer("causal", layerstack_axes={"blocks": 3})
+
+    def call(layer, x, **side):
+        return layer(x, layerstack_index={"blocks": 3}, **side)
+
+    with pytest.raises(ValueError, match=r"layerstack_index\['blocks'\] is 3, outside the 3"):
+        _run_cached(layer, _inputs(), chunks=[2], call=call)
+    state_layer, state = sk.unbind_state_vars(layer, freeze=True)
+    step = jax.jit(
+        lambda state, x, index, side: state_layer.stateless_call(
+            state, x, layerstack_index={"blocks": index}, **side
+        )
+    )
+    outputs = {}
+    for index in (2, 3):
+
+        def jitted(_, x, index=index, **side):
+            out, _ = step(state, x, jnp.int32(index), side)
+            return out
+
+        outputs[index] = _run_cached(layer, _inputs(), chunks=[2], call=jitted)
+    assert np.isfinite(outputs[2]).all() and np.isnan(outputs[3]).all()
+
+
 def test_cache_overflow_is_an_error_when_index_is_concrete():
     layer = _cached_layer("causal", cache_len=4)
     with pytest.raises(ValueError, match="cannot write 2 new entries at index 3"):

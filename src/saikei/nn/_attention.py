@@ -103,8 +103,8 @@ def _write_kv(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Writes `key` and `value` into the caches at `end_index` along the sequence axis.
 
-    `stack_dims` are the caches' LayerStack axes (in increasing order), which
-    the new entries lack; they are written at `stack_index`, in place.
+    `stack_dims` are the positions of the caches' LayerStack axes, which the
+    new entries lack; they are written at `stack_index`, in place.
     """
     end_index = jnp.asarray(end_index, jnp.int32)
 
@@ -363,7 +363,15 @@ class KVCachingAttention(Layer):
                 f" found no index for {missing}. Run it through the LayerStack (or, to run"
                 f" one layer alone, pass {LAYERSTACK_INDEX_INPUT_NAME}={{axis: index}})."
             )
-        return tuple(indices[axis] for axis in self.layerstack_axes)
+        index = tuple(indices[axis] for axis in self.layerstack_axes)
+        sizes = self.kv_cache.value[0].named_shape
+        for axis, i in zip(self.layerstack_axes, index):
+            if not isinstance(i, jax.core.Tracer) and not 0 <= int(i) < sizes[axis]:
+                raise ValueError(
+                    f"{where}: {LAYERSTACK_INDEX_INPUT_NAME}[{axis!r}] is {int(i)}, outside the"
+                    f" {sizes[axis]} layers the cache holds along {axis!r}."
+                )
+        return index
 
     def _layer_view(self, cache: NamedArray, index: tuple[Any, ...] | None) -> NamedArray:
         """The running layer's slice of a cache stacked along `layerstack_axes`.
@@ -391,9 +399,7 @@ class KVCachingAttention(Layer):
         key = self.input_to_key(x, **side_inputs)
         value = self.input_to_value(x, **side_inputs)
         key_cache, value_cache = self.kv_cache.value
-        stack_dims = tuple(
-            sorted(key_cache.axis_names.index(axis) for axis in self.layerstack_axes)
-        )
+        stack_dims = tuple(key_cache.axis_names.index(axis) for axis in self.layerstack_axes)
         if tuple(value_cache.axis_names.index(a) for a in self.layerstack_axes) != tuple(
             key_cache.axis_names.index(a) for a in self.layerstack_axes
         ):
@@ -437,6 +443,10 @@ class KVCachingAttention(Layer):
             value_axis=value_cache.axis_names.index(self.sequence_axis),
             stack_dims=stack_dims,
         )
+        for axis, i in zip(self.layerstack_axes, stack_index):
+            # A traced index out of range would be clamped onto another layer's slice.
+            in_range = in_range & (i >= 0) & (i < key_cache.named_shape[axis])
+        traced = traced or any(isinstance(i, jax.core.Tracer) for i in stack_index)
         key_cache = NamedArray(new_keys, key_cache.axis_names)
         value_cache = NamedArray(new_values, value_cache.axis_names)
         self.kv_cache.value = (key_cache, value_cache)
