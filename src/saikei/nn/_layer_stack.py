@@ -45,10 +45,10 @@ from saikei.core.named_axes import NamedArray, is_namedarray
 from saikei.core.named_axes import wrap as nx_wrap
 from saikei.nn._layer import Layer
 from saikei.nn._layer_stack_types import (
-    ANY_STACK_AXIS,
     LAYERSTACK_AXES_METADATA_KEY,
     LAYERSTACK_INDEX_INPUT_NAME,
     LayerStackVarBehavior,
+    declared_behavior,
 )
 
 AxisName = Hashable
@@ -296,20 +296,17 @@ def _where(stack: LayerStack, target: Any) -> str:
 
 def _state_behavior(stack: LayerStack, variable: AbstractVariable) -> LayerStackVarBehavior:
     axis = stack.stack_axis
-    metadata = getattr(variable, "metadata", None) or {}
-    axes = metadata.get(LAYERSTACK_AXES_METADATA_KEY)
-    if isinstance(axes, dict) and axis not in axes and ANY_STACK_AXIS in axes:
-        axes = {axis: axes[ANY_STACK_AXIS]}
+    behavior = declared_behavior(variable, axis)
     label = getattr(variable, "label", variable)
     where = _where(stack, variable)
-    if not isinstance(axes, dict) or axis not in axes:
+    if behavior is None:
+        axes = (getattr(variable, "metadata", None) or {}).get(LAYERSTACK_AXES_METADATA_KEY)
         found = "no 'layerstack_axes' metadata" if axes is None else f"'layerstack_axes': {axes!r}"
         raise ValueError(
             f"LayerStack (stack_axis {axis!r}): the {type(variable).__name__} {label!r} at"
             f" {where} has {found}, so it is not known whether each layer has its own"
             f" value or all layers share one. " + _DECLARE_HINT.format(axis=axis)
         )
-    behavior = axes[axis]
     if not isinstance(behavior, LayerStackVarBehavior):
         raise ValueError(
             f"LayerStack (stack_axis {axis!r}): the {type(variable).__name__} {label!r} at"

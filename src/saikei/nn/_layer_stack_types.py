@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 LAYERSTACK_AXES_METADATA_KEY = "layerstack_axes"
 """StateVariable metadata key: a dict `{stack_axis_name: LayerStackVarBehavior}`."""
@@ -37,3 +38,22 @@ class LayerStackVarBehavior(enum.Enum):
 
     SHARED = "shared"
     PER_LAYER = "per_layer"
+
+
+def declared_behavior(variable: Any, axis: Any) -> Any:
+    """What `variable`'s metadata declares for the stack axis `axis`, or None.
+
+    The entry for `axis` if there is one, else the `"*"` entry; None when the
+    metadata declares neither. The value is returned as it is (checking that
+    it is a `LayerStackVarBehavior` is the caller's business).
+
+    Example:
+      >>> from saikei import sk
+      >>> var = sk.StateVariable(0, label="v", metadata={"layerstack_axes": {"*": "x"}})
+      >>> declared_behavior(var, "blocks"), declared_behavior(sk.StateVariable(0), "blocks")
+      ('x', None)
+    """
+    axes = (getattr(variable, "metadata", None) or {}).get(LAYERSTACK_AXES_METADATA_KEY)
+    if not isinstance(axes, dict):
+        return None
+    return axes[axis] if axis in axes else axes.get(ANY_STACK_AXIS)

@@ -44,10 +44,9 @@ from saikei.models.transformer._kv_caching import (
 )
 from saikei.models.transformer.model_parts import TransformerLM, TransformerMetadata
 from saikei.nn._layer_stack_types import (
-    ANY_STACK_AXIS,
-    LAYERSTACK_AXES_METADATA_KEY,
     LAYERSTACK_INDEX_INPUT_NAME,
     LayerStackVarBehavior,
+    declared_behavior,
 )
 
 
@@ -169,11 +168,7 @@ def _changed_layout(new_state: tuple[Any, ...], old_state: tuple[Any, ...]) -> l
 
 def _shared_in(stack: nn.LayerStack, variable: AbstractVariable) -> bool:
     """Whether `variable` is one value that every layer of `stack` reads and updates."""
-    axes = (getattr(variable, "metadata", None) or {}).get(LAYERSTACK_AXES_METADATA_KEY)
-    if not isinstance(axes, dict):
-        return False
-    behavior = axes.get(stack.stack_axis, axes.get(ANY_STACK_AXIS))
-    return behavior is LayerStackVarBehavior.SHARED
+    return declared_behavior(variable, stack.stack_axis) is LayerStackVarBehavior.SHARED
 
 
 def _stacks_run_as_lists(model: Any) -> bool:
