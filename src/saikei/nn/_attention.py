@@ -373,21 +373,22 @@ class KVCachingAttention(Layer):
                 )
         return index
 
-    def _layer_view(self, cache: NamedArray, index: tuple[Any, ...] | None) -> NamedArray:
-        """The running layer's slice of a cache stacked along `layerstack_axes`.
+    def _layer_shape(self, cache: NamedArray) -> NamedArray:
+        """The shape of one layer's slice of `cache` (a NamedArray of a ShapeDtypeStruct)."""
+        kept = [
+            (name, size)
+            for name, size in zip(cache.axis_names, jnp.shape(cache.data_array))
+            if name not in self.layerstack_axes
+        ]
+        data = jax.ShapeDtypeStruct(tuple(s for _, s in kept), jnp.result_type(cache.data_array))
+        return NamedArray(data, tuple(n for n, _ in kept))
 
-        With `index=None`, only its shape (a NamedArray of a ShapeDtypeStruct).
-        """
+    def _layer_slice(self, cache: NamedArray, index: tuple[Any, ...]) -> NamedArray:
+        """The running layer's slice of a cache stacked along `layerstack_axes`."""
         data, names = cache.data_array, list(cache.axis_names)
-        if index is None:
-            data = jax.ShapeDtypeStruct(jnp.shape(data), jnp.result_type(data))
-        for axis, i in zip(self.layerstack_axes, index or (None,) * len(self.layerstack_axes)):
+        for axis, i in zip(self.layerstack_axes, index):
             dim = names.index(axis)
-            if index is None:
-                shape = data.shape[:dim] + data.shape[dim + 1 :]
-                data = jax.ShapeDtypeStruct(shape, data.dtype)
-            else:
-                data = jax.lax.dynamic_index_in_dim(data, i, dim, keepdims=False)
+            data = jax.lax.dynamic_index_in_dim(data, i, dim, keepdims=False)
             del names[dim]
         return NamedArray(data, tuple(names))
 
@@ -400,16 +401,14 @@ class KVCachingAttention(Layer):
         value = self.input_to_value(x, **side_inputs)
         key_cache, value_cache = self.kv_cache.value
         stack_dims = tuple(key_cache.axis_names.index(axis) for axis in self.layerstack_axes)
-        if tuple(value_cache.axis_names.index(a) for a in self.layerstack_axes) != tuple(
-            key_cache.axis_names.index(a) for a in self.layerstack_axes
-        ):
+        if tuple(value_cache.axis_names.index(a) for a in self.layerstack_axes) != stack_dims:
             raise ValueError(
                 f"{where}: the key and value caches must have the LayerStack axes"
                 f" {list(self.layerstack_axes)} at the same positions; found"
                 f" {key_cache.axis_names} and {value_cache.axis_names}."
             )
-        key_layer = self._layer_view(key_cache, None)
-        value_layer = self._layer_view(value_cache, None)
+        key_layer = self._layer_shape(key_cache)
+        value_layer = self._layer_shape(value_cache)
         key_perm, _ = self._layouts(key_layer, key, "key", where)
         value_perm, _ = self._layouts(value_layer, value, "value", where)
         cache_len = key_layer.named_shape[self.sequence_axis]
@@ -451,8 +450,8 @@ class KVCachingAttention(Layer):
         value_cache = NamedArray(new_values, value_cache.axis_names)
         self.kv_cache.value = (key_cache, value_cache)
         # The layer's own slice of the updated caches (all of them without a stack).
-        key_cache = self._layer_view(key_cache, stack_index)
-        value_cache = self._layer_view(value_cache, stack_index)
+        key_cache = self._layer_slice(key_cache, stack_index)
+        value_cache = self._layer_slice(value_cache, stack_index)
         attn = self.query_key_to_attn((query, key_cache), **side_inputs)
         output = self.attn_value_to_output((attn, value_cache), **side_inputs)
         return _poison_unless(in_range, output) if traced else output

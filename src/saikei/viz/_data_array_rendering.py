@@ -16,7 +16,6 @@ of a model's HTML, and 8 decimals of a weight say little more than 4.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -62,8 +61,8 @@ array_preview_options = _ArrayPreviewOptions(
 )
 
 
-def _preview_printing(options: Any) -> contextlib.AbstractContextManager[Any]:
-    """`np.printoptions` for `options`, the value of `array_preview_options`."""
+def _check_preview_options(options: Any) -> None:
+    """Raises unless `options`, the value of `array_preview_options`, suits `np.printoptions`."""
     known = np.get_printoptions()
     if not isinstance(options, dict) or not set(options) <= set(known):
         raise TypeError(
@@ -71,7 +70,6 @@ def _preview_printing(options: Any) -> contextlib.AbstractContextManager[Any]:
             f" numpy print options (keys among {sorted(known)}), e.g."
             ' {"precision": 4, "edgeitems": 2}, or {} for numpy\'s own options.'
         )
-    return np.printoptions(**options)
 
 
 def _renders_like_treescope(data: Any) -> bool:
@@ -216,9 +214,9 @@ def render_data_array(
       '<jax.Array([0, 1, 2, 3], dtype=int32)>'
     """
     options = array_preview_options.get()
-    _preview_printing(options)  # a bad value fails here, not in a deferred thunk
+    _check_preview_options(options)  # here, not later in a deferred thunk
     if not _renders_like_treescope(data):
-        with _preview_printing(options):
+        with np.printoptions(**options):
             return subtree_renderer(data, path=path)
 
     def placeholder() -> rendering_parts.RenderableTreePart:
@@ -228,7 +226,7 @@ def render_data_array(
 
     def thunk(expand_state: rendering_parts.ExpandState | None) -> Any:
         # Deferred rendering may run this later, outside the caller's scope.
-        with _preview_printing(options):
+        with np.printoptions(**options):
             return _node(data, statistics(), expand_state)
 
     return rendering_parts.RenderableAndLineAnnotations(
