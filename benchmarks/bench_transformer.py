@@ -623,21 +623,25 @@ def _compare(case: str, **kwargs: Any) -> Result:
     return compare(case, **kwargs)
 
 
-def _long_cache_row(which: str) -> Result:
-    """Stack against list decoding with a long cache, whose reads then cost most."""
-    args = (which, 1, PROMPT_DECODE, NEW_TOKENS)
+def _stack_vs_list_decode(
+    which: str, batch: int, name: str, note: str, cache_len: int | None = None
+) -> Result:
+    """Decode with the LayerStack model against the same weights as a block list.
+
+    The two sides differ by a few percent at most; the usual 3 repeats cannot
+    tell that from noise, so these rows take STACK_DECODE_REPEATS.
+    """
+    args = (which, batch, PROMPT_DECODE, NEW_TOKENS)
     saved = _harness.settings.repeats
     _harness.settings.repeats = STACK_DECODE_REPEATS
     try:
         return _per_token(
             _compare(
-                f"{which} decode b1, {LONG_CACHE}-slot cache (per new token)",
-                saikei=functools.partial(_saikei_generate, *args, cache_len=LONG_CACHE),
-                peer=functools.partial(_saikei_generate, *args, False, cache_len=LONG_CACHE),
+                name,
+                saikei=functools.partial(_saikei_generate, *args, cache_len=cache_len),
+                peer=functools.partial(_saikei_generate, *args, False, cache_len=cache_len),
                 peer_name=BLOCK_LIST,
-                note=STACK_NOTE
-                + f"; generate(cache_len={LONG_CACHE}): attention reads the whole cache (masked)"
-                " at every step, as it does once a long context fills it",
+                note=note,
             )
         )
     finally:
@@ -715,25 +719,26 @@ def run() -> list[Result]:
                     results.append(r)
                 if batch == 1:
                     results.append(_bandwidth_row(which, saikei))
-                # The two sides differ by a few percent at most; 3 repeats
-                # cannot tell that from noise, so this row takes more.
-                _harness.settings.repeats = STACK_DECODE_REPEATS
                 results.append(
-                    _per_token(
-                        _compare(
-                            case,
-                            saikei=saikei,
-                            peer=functools.partial(
-                                _saikei_generate, which, batch, PROMPT_DECODE, NEW_TOKENS, False
-                            ),
-                            peer_name=BLOCK_LIST,
-                            note=STACK_NOTE if batch == 1 else STACK_NOTE + STACK_BATCHED_NOTE,
-                        )
+                    _stack_vs_list_decode(
+                        which,
+                        batch,
+                        case,
+                        STACK_NOTE if batch == 1 else STACK_NOTE + STACK_BATCHED_NOTE,
                     )
                 )
-                _harness.settings.repeats = repeats
             if which == "smollm2":
-                results.append(_long_cache_row(which))
+                results.append(
+                    _stack_vs_list_decode(
+                        which,
+                        1,
+                        f"{which} decode b1, {LONG_CACHE}-slot cache (per new token)",
+                        STACK_NOTE
+                        + f"; generate(cache_len={LONG_CACHE}): attention reads the whole cache"
+                        " (masked) at every step, as it does once a long context fills it",
+                        cache_len=LONG_CACHE,
+                    )
+                )
             gen = (which, 1, PROMPT_DECODE, NEW_TOKENS)
             results.append(
                 _compare(
