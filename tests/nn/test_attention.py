@@ -438,6 +438,51 @@ def test_stacked_cache_writes_and_reads_only_the_running_layers_slice():
     assert not got_values[[0, 2]].any() and not got_values[1, :, 5:].any()
 
 
+@sk.pytree_dataclass
+class _Second(sk.nn.Layer):
+    """Returns the second element of a pair: the key cache, then the value cache."""
+
+    def __call__(self, pair, /, **side_inputs):
+        return pair[1]
+
+
+@pytest.mark.parametrize("cache_len", [1, 3])
+@pytest.mark.parametrize("stack", [None, {"blocks": 1}, {"blocks": 2}])
+def test_cache_with_size_one_axes_is_written_in_place_of_numpy(cache_len, stack):
+    # Size-1 axes (a batch of one, one head, a one-layer stack, a one-slot
+    # cache) are dropped for the write and put back; the values must land
+    # where numpy puts them, under jit too.
+    ident = sk.nn.Identity()
+    layer = sk.nn.KVCachingAttention.from_uncached(
+        sk.nn.Attention(ident, ident, ident, _Second(), _Second()),
+        sequence_axis="seq",
+        cache_len=cache_len,
+        cached_axes={"batch": 1, "heads": 1, "features": 2},
+        cache_end_index_key="end",
+        layerstack_axes=stack,
+    )
+    row = stack["blocks"] - 1 if stack else 0  # the last layer of the stack
+    index = {"layerstack_index": {"blocks": jnp.int32(row)}} if stack else {}
+    new = np.array([[[[5.0, 6.0]]]])
+    x = sk.nx.wrap(jnp.asarray(new), "batch", "seq", "heads", "features")
+    layer, state = sk.unbind_state_vars(layer, freeze=True)
+    end = cache_len - 1
+    out, (cache,) = jax.jit(lambda s, x: layer.stateless_call(s, x, end=jnp.int32(end), **index))(
+        state, x
+    )
+    names = ("batch", "heads", "seq", "features")
+    expected = np.zeros((1, 1, cache_len, 2))
+    expected[:, :, end] = new[:, 0]
+    got = [np.asarray(c.unwrap(*(["blocks"] if stack else []), *names)) for c in cache.value]
+    if stack:
+        full = np.zeros((stack["blocks"], *expected.shape))
+        full[row] = expected
+        expected = full
+    np.testing.assert_array_equal(got[0], expected)
+    np.testing.assert_array_equal(got[1], expected)
+    np.testing.assert_array_equal(out.unwrap(*names), expected[row] if stack else expected)
+
+
 def test_stacked_cache_outside_its_layerstack_is_an_error():
     layer = _cached_layer("causal", layerstack_axes={"blocks": 3})
     with pytest.raises(ValueError, match=r"must run inside that LayerStack.*\['blocks'\]"):

@@ -114,7 +114,18 @@ def _write_kv(
         for dim, index in zip(stack_dims, stack_index):
             starts[dim] = jnp.asarray(index, jnp.int32)
         new = jnp.expand_dims(jnp.transpose(new, perm).astype(cache.dtype), stack_dims)
-        return jax.lax.dynamic_update_slice(cache, new, starts)
+        # The write runs without the cache's other size-1 axes (a batch of
+        # one, say): in a decode loop that carries the cache without them
+        # (`generate` does), XLA's CPU compiler then copies the cache once
+        # per step instead of four times (see sampling._carry_form).
+        unit = [
+            d for d, n in enumerate(cache.shape) if n == 1 and d != axis and d not in stack_dims
+        ]
+        kept = [d for d in range(cache.ndim) if d not in unit]
+        written = jax.lax.dynamic_update_slice(
+            jnp.squeeze(cache, unit), jnp.squeeze(new, unit), [starts[d] for d in kept]
+        )
+        return written.reshape(cache.shape)
 
     in_range = (end_index >= 0) & (
         end_index + key.shape[key_perm[key_axis - sum(d < key_axis for d in stack_dims)]]
