@@ -448,7 +448,7 @@ class _Second(sk.nn.Layer):
 
 @pytest.mark.parametrize("cache_len", [1, 3])
 @pytest.mark.parametrize("stack", [None, {"blocks": 1}, {"blocks": 2}])
-def test_cache_with_size_one_axes_is_written_in_place_of_numpy(cache_len, stack):
+def test_cache_with_size_one_axes_matches_numpy(cache_len, stack):
     # Size-1 axes (a batch of one, one head, a one-layer stack, a one-slot
     # cache) are dropped for the write and put back; the values must land
     # where numpy puts them, under jit too.
