@@ -200,3 +200,5 @@ def test_launch_rejects_bad_arguments():
         distributed.launch(["true"], 0)
     with pytest.raises(ValueError, match="command is empty"):
         distributed.launch([], 1)
+    with pytest.raises(FileNotFoundError, match="cannot find the program 'no-such-program-x'"):
+        distributed.launch(["no-such-program-x"], 1)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,12 +40,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Runs in each child before exec: own session, and SIGKILL if the launcher dies."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Each rank starts as this script, which has the kernel SIGKILL it when the
+# launcher dies and then execs the command.
+_RANK_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_rank_exec.py")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -116,6 +113,12 @@ def launch(
     base[_initialize.ENV_COORDINATOR] = f"127.0.0.1:{free_port()}"
     base[_initialize.ENV_NUM_PROCESSES] = str(num_processes)
     base.setdefault("PYTHONUNBUFFERED", "1")
+    if shutil.which(command[0], path=base.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(
+            f"launch: cannot find the program {command[0]!r} (not an executable file, and not"
+            " on the processes' PATH); give a path to it or its name on PATH, e.g."
+            " sys.executable."
+        )
     if devices_per_process is not None:
         base[_initialize.ENV_CPU_DEVICES] = str(devices_per_process)
     lock = threading.Lock()
@@ -125,12 +128,12 @@ def launch(
     try:
         for rank in range(num_processes):
             proc = subprocess.Popen(
-                list(command),
+                [sys.executable, "-I", "-S", _RANK_EXEC, str(os.getpid()), *command],
                 env={**base, _initialize.ENV_PROCESS_ID: str(rank)},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                start_new_session=True,
             )
             procs.append(proc)
             pump = threading.Thread(target=_pump, args=(rank, proc.stdout, out, lock), daemon=True)
