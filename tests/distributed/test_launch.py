@@ -70,6 +70,25 @@ def test_every_rank_runs_with_its_id_and_output_is_prefixed(tmp_path):
         assert f"[rank {rank}] to stderr" in lines
 
 
+def test_a_line_written_in_pieces_is_not_split_by_the_other_stream(tmp_path):
+    # JAX's C++ logging writes whole lines to stderr while a print with several
+    # arguments writes stdout in pieces; the launcher keeps each line whole.
+    script = _script(
+        tmp_path,
+        """
+        import sys
+        sys.stdout.write("first half, "); sys.stdout.flush()
+        sys.stderr.write("a whole stderr line\\n"); sys.stderr.flush()
+        sys.stdout.write("second half\\n"); sys.stdout.flush()
+        """,
+    )
+    proc = _launch("-n", "1", script)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert "[rank 0] first half, second half" in lines, lines
+    assert "[rank 0] a whole stderr line" in lines, lines
+
+
 def test_coordinator_ports_are_free_and_differ_between_launches(tmp_path):
     script = _script(tmp_path, "import os; print(os.environ['SAIKEI_COORDINATOR_ADDRESS'])")
     first = _launch("-n", "1", script).stdout.split()[-1]

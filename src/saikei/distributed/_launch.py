@@ -74,7 +74,8 @@ def launch(
     Each process gets `SAIKEI_COORDINATOR_ADDRESS` (127.0.0.1 and a free port),
     `SAIKEI_NUM_PROCESSES`, `SAIKEI_PROCESS_ID` and, if given,
     `SAIKEI_CPU_DEVICES`, which `saikei.distributed.initialize()` reads.
-    Output (stdout and stderr) is streamed line by line, prefixed `[rank i]`.
+    Output (stdout and stderr) is streamed line by line, prefixed `[rank i]`;
+    each stream is read on its own, so a line written in pieces stays whole.
 
     Args:
       command: The program and its arguments, e.g.
@@ -132,13 +133,18 @@ def launch(
                 env={**base, _initialize.ENV_PROCESS_ID: str(rank)},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                # Separate pipes, read line by line: a line a rank prints in
+                # several writes (print with several arguments, unbuffered)
+                # is never split by a line on the other stream (JAX's and
+                # Gloo's C++ logging writes to stderr).
+                stderr=subprocess.PIPE,
                 start_new_session=True,
             )
             procs.append(proc)
-            pump = threading.Thread(target=_pump, args=(rank, proc.stdout, out, lock), daemon=True)
-            pump.start()
-            pumps.append(pump)
+            for stream in (proc.stdout, proc.stderr):
+                pump = threading.Thread(target=_pump, args=(rank, stream, out, lock), daemon=True)
+                pump.start()
+                pumps.append(pump)
         code = _wait(procs, deadline, timeout, out, lock)
     finally:
         for proc in procs:
