@@ -181,12 +181,18 @@ def _stacks_run_as_lists(model: Any) -> bool:
     stacks = select(model).at_instances_of(nn.LayerStack).get_sequence()
     return bool(stacks) and all(
         isinstance(leaf, Parameter) or _shared_in(stack, leaf)
-        for stack in stacks
-        for leaf in jax.tree_util.tree_leaves(
-            stack, is_leaf=lambda x: isinstance(x, AbstractVariable)
-        )
-        if isinstance(leaf, AbstractVariable)
+        for stack, leaf in _in_stacks(model, AbstractVariable)
     )
+
+
+def _in_stacks(model: Any, kind: type | tuple[type, ...]) -> list[tuple[nn.LayerStack, Any]]:
+    """`(stack, leaf)` for every leaf of type `kind` inside `model`'s LayerStacks."""
+    return [
+        (stack, leaf)
+        for stack in select(model).at_instances_of(nn.LayerStack).get_sequence()
+        for leaf in jax.tree_util.tree_leaves(stack, is_leaf=lambda x: isinstance(x, kind))
+        if isinstance(leaf, kind)
+    ]
 
 
 @pytree_dataclass
@@ -365,14 +371,7 @@ def _generate_impl(
 
 def _stack_carried(model: Any) -> set[Any]:
     """Labels of the state variables that `model`'s LayerStacks carry through their loops."""
-    return {
-        leaf.label
-        for stack in select(model).at_instances_of(nn.LayerStack).get_sequence()
-        for leaf in jax.tree_util.tree_leaves(
-            stack, is_leaf=lambda x: isinstance(x, AbstractVariable | AbstractVariableSlot)
-        )
-        if isinstance(leaf, AbstractVariable | AbstractVariableSlot)
-    }
+    return {leaf.label for _, leaf in _in_stacks(model, (AbstractVariable, AbstractVariableSlot))}
 
 
 def _carry_form(
@@ -387,9 +386,9 @@ def _carry_form(
     gives the in-place update and the attention's read separate copies).
     Without it, once (with `nn._attention._write_kv`, which writes without
     the size-1 axes). SmolLM2 with a 1040-slot cache and its blocks as a
-    list: 41.5 -> 29.7 ms per token. State whose
-    label is in `keep` keeps its shape: a LayerStack's own loop carries it,
-    and a reshape at that loop's boundary would copy it whole.
+    list: 41.5 -> 29.7 ms per token. State whose label is in `keep` keeps
+    its shape: a LayerStack's own loop carries it, and a reshape at that
+    loop's boundary would copy it whole.
     """
     leaves, treedef = jax.tree_util.tree_flatten(state)
     shapes = [jnp.shape(leaf) for leaf in leaves]
